@@ -1,0 +1,113 @@
+"""Manifests: what every DAG node writes beside its outputs.
+
+A manifest records the content digests of the node's inputs and outputs, the resolved
+parameters it read, the version of the code it ran, its seed and timings. It is what makes a
+run auditable (which dataset version trained which checkpoint), cacheable (the orchestrator keys
+on these digests, never on tensors) and resumable (a node whose manifest is complete and whose
+output digests still match is done).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+from .io import read_json, sha256_file, sha256_tree, write_json_atomic
+
+MANIFEST_NAME = "manifest.json"
+
+
+@lru_cache(maxsize=64)
+def code_version(*packages: str) -> str:
+    """Digest of the Python sources of the given (sub)packages or modules.
+
+    A node's code version changes when, and only when, code it depends on changes; editing the
+    evaluation code leaves the training nodes' versions (and caches) intact.
+    """
+    h = hashlib.sha256()
+    for name in sorted(packages):
+        mod = import_module(name)
+        path = Path(mod.__file__)
+        files = sorted(path.parent.rglob("*.py")) if path.name == "__init__.py" else [path]
+        for f in files:
+            h.update(f.relative_to(path.parent.parent if path.name == "__init__.py" else path.parent).as_posix().encode())
+            h.update(sha256_file(f).encode())
+    return h.hexdigest()[:16]
+
+
+def digest_path(path: Path) -> str:
+    path = Path(path)
+    return sha256_tree(path, exclude=(MANIFEST_NAME,)) if path.is_dir() else sha256_file(path)
+
+
+@dataclass
+class Manifest:
+    node: str
+    params: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)  # name -> digest
+    outputs: dict[str, str] = field(default_factory=dict)
+    code_version: str = ""
+    seed: int | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[dict] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    created: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "params": self.params,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "code_version": self.code_version,
+            "seed": self.seed,
+            "timings": self.timings,
+            "warnings": self.warnings,
+            "metrics": self.metrics,
+            "extra": self.extra,
+            "created": self.created,
+            "host": {"python": platform.python_version(), "machine": platform.machine()},
+        }
+
+    def write(self, folder: Path) -> Path:
+        path = Path(folder) / MANIFEST_NAME
+        write_json_atomic(path, self.to_dict())
+        return path
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    path = Path(folder) / MANIFEST_NAME
+    if not path.exists():
+        return None
+    try:
+        return read_json(path)
+    except ValueError:
+        return None
+
+
+class Timer:
+    """Collects named wall-clock durations: ``with timer("fit"): ...``."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    def __call__(self, name: str) -> "_Span":
+        return _Span(self, name)
+
+
+class _Span:
+    def __init__(self, timer: Timer, name: str) -> None:
+        self.timer, self.name = timer, name
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.timer.timings[self.name] = round(self.timer.timings.get(self.name, 0.0) + time.perf_counter() - self.start, 4)
