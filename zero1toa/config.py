@@ -1,0 +1,250 @@
+"""One typed configuration for the whole method, validated before any work starts.
+
+Hydra (in ``flows/``) composes ``conf/`` into a plain dict; :func:`from_dict` turns that dict into
+:class:`Config` and rejects anything it does not understand with a message that names the key
+("unknown key 'train.optim.lrr' (did you mean 'train.optim.means'?)", "train.optim.means must be
+a float, got 'fast'"). A notebook can use the dataclasses directly without Hydra.
+
+Each DAG node reads only its own subtree (see :data:`NODE_KEYS`), so changing evaluation
+settings never invalidates training caches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any
+
+from .avatar.gaussians import InitConfig
+from .head.facemesh_rig import RigConfig
+from .preprocess.pipeline import HeadFitConfig, PreprocessConfig
+from .progressive.schedules import SpatialConfig, TemporalConfig
+from .symgen.round import SymGenConfig
+from .train.trainer import TrainConfig
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is wrong; the message names it."""
+
+
+@dataclass
+class GeneratorConfig:
+    """Which pseudo ground-truth generator SymGEN uses."""
+
+    kind: str = "reprojection"  # reprojection (embedded, weight-free) | animatediff | tiny
+    resolution: int = 256  # dataset frame size (the avatar trains at this resolution)
+    supersample: int = 2  # reprojection: antialiasing factor
+    model_dir: str | None = None  # animatediff: local folder with the pipeline components
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    num_inference_steps: int = 25
+    guidance_scale: float = 7.5
+    controlnet_conditioning_scale: float = 1.0
+    ip_adapter_scale: float = 0.7
+    prompt: str = "a high quality photo of a person's head, studio lighting"
+    negative_prompt: str = "blurry, deformed, low quality"
+    cpu_offload: bool = False
+
+
+@dataclass
+class AvatarConfig:
+    init: InitConfig = field(default_factory=InitConfig)
+    colour_from_reference: bool = True  # seed colours from the photo where the reference view sees them
+
+
+@dataclass
+class StagesConfig:
+    """Progressive learning (views first, then expressions) and the per-round iteration budget."""
+
+    progressive: bool = True  # ablation switch: False = all views and expressions in every round
+    spatial: SpatialConfig = field(default_factory=SpatialConfig)
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)
+    spatial_iterations: int = 240  # avatar iterations per spatial round
+    temporal_iterations: int = 240  # avatar iterations per temporal round
+
+
+@dataclass
+class EvaluateConfig:
+    resolution: int = 256  # render size for metrics and videos
+    caption: str = "a photo of a person's head"
+    # CLIP backbones of the paper's Table 1 (ViT-L/14, ViT-B/16, ViT-B/32): local transformers
+    # folders; null = unavailable (the metric is reported as null with the reason).
+    clip_models: dict[str, str | None] = field(default_factory=lambda: {"vit_l_14": None, "vit_b_16": None, "vit_b_32": None})
+    clip_views_yaw_deg: list[float] = field(default_factory=lambda: [-60.0, -30.0, 0.0, 30.0, 60.0])
+    clip_expressions: list[str] = field(default_factory=lambda: ["neutral", "smile", "jaw_open", "surprise"])
+    fps_resolution: int = 512
+    fps_repeats: int = 5
+    fps_warmup: int = 2
+    sweep_yaw_deg: list[float] = field(default_factory=lambda: [-90.0, -60.0, -30.0, 0.0, 30.0, 60.0, 90.0])
+    expression_sequence: str = "talk"  # driving preset for expression accuracy
+    video_frames: int = 48
+    video_fps: int = 24
+
+
+@dataclass
+class ExportConfig:
+    expressions: list[str] = field(default_factory=lambda: ["neutral"])  # one .ply per named expression
+
+
+@dataclass
+class RunConfig:
+    name: str = "sample"
+    root: str = "runs"  # run folders live under this directory
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda (training and rendering)
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    head: HeadFitConfig = field(default_factory=HeadFitConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    avatar: AvatarConfig = field(default_factory=AvatarConfig)
+    stages: StagesConfig = field(default_factory=StagesConfig)
+    symgen: SymGenConfig = field(default_factory=SymGenConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+
+#: The config subtrees each DAG node depends on (its cache key and its DVC ``params``).
+NODE_KEYS: dict[str, tuple[str, ...]] = {
+    "preprocess": ("preprocess",),
+    "fit_head": ("head",),
+    "round": ("run.seed", "generator", "avatar", "stages", "symgen", "train"),
+    "evaluate": ("evaluate",),
+    "export": ("export",),
+}
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{key} must be {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+    if is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping of settings, got {value!r}")
+        return _build(tp, value, key)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{key} must have {len(args)} items, got {len(value)}")
+            return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        vt = args[1] if len(args) == 2 else Any
+        return {str(k): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            near = difflib.get_close_matches(str(key), sorted(names), n=1)
+            hint = f" (did you mean '{prefix + '.' if prefix else ''}{near[0]}'?)" if near else ""
+            raise ConfigError(f"unknown key '{full}'{hint}; valid keys here: {', '.join(sorted(names))}")
+        kwargs[key] = _coerce(value, hints[key], full)
+    try:
+        obj = cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{prefix or 'config'}: {exc}") from exc
+    return obj
+
+
+def from_dict(data: dict | None) -> Config:
+    """Validate a (Hydra-composed) dict into :class:`Config`; missing keys take the defaults."""
+    cfg = _build(Config, dict(data or {}))
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def subtree(cfg: Config | dict, dotted: str) -> Any:
+    node: Any = to_dict(cfg) if not isinstance(cfg, dict) else cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def node_params(cfg: Config, node: str) -> dict:
+    """The resolved settings a DAG node reads (its cache key ingredient)."""
+    return {k: subtree(cfg, k) for k in NODE_KEYS[node]}
+
+
+def validate(cfg: Config) -> None:
+    """Value checks that types alone cannot express (each message names its key)."""
+    checks = [
+        (cfg.preprocess.resolution >= 64, "preprocess.resolution must be at least 64"),
+        (cfg.generator.kind in ("reprojection", "animatediff", "tiny"), f"generator.kind must be reprojection, animatediff or tiny, got {cfg.generator.kind!r}"),
+        (cfg.generator.resolution >= 32, "generator.resolution must be at least 32"),
+        (cfg.generator.kind != "animatediff" or bool(cfg.generator.model_dir), "generator.model_dir must name a local folder when generator.kind=animatediff"),
+        (cfg.head.kind in ("facemesh", "flame"), f"head.kind must be facemesh or flame, got {cfg.head.kind!r}"),
+        (cfg.head.kind != "flame" or bool(cfg.head.flame_model), "head.flame_model must name your FLAME file when head.kind=flame"),
+        (cfg.stages.spatial.rounds >= 0 and cfg.stages.temporal.rounds >= 0, "stages.*.rounds must be >= 0"),
+        (cfg.stages.spatial.rounds + cfg.stages.temporal.rounds >= 1, "at least one round is needed (stages.spatial.rounds + stages.temporal.rounds)"),
+        (cfg.stages.spatial_iterations > 0 and cfg.stages.temporal_iterations > 0, "stages.*_iterations must be positive"),
+        (cfg.symgen.refresh_every > 0, "symgen.refresh_every must be positive"),
+        (0.0 <= cfg.symgen.strength_last <= 1.0 and 0.0 <= cfg.symgen.strength_first <= 1.0, "symgen.strength_* must lie in [0, 1]"),
+        (cfg.avatar.init.num_gaussians > 0, "avatar.init.num_gaussians must be positive"),
+        (0 <= cfg.avatar.init.sh_degree <= 3, "avatar.init.sh_degree must be 0..3"),
+        (cfg.train.densify.max_gaussians >= cfg.avatar.init.num_gaussians, "train.densify.max_gaussians must be >= avatar.init.num_gaussians"),
+        (cfg.run.device in ("auto", "cpu", "cuda"), f"run.device must be auto, cpu or cuda, got {cfg.run.device!r}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+__all__ = ["Config", "ConfigError", "from_dict", "to_dict", "node_params", "NODE_KEYS", "RigConfig"]

@@ -1,0 +1,358 @@
+"""The DAG's nodes as plain functions over one run folder (no orchestrator needed).
+
+Layout of a run folder (``<run.root>/<run.name>/``)::
+
+    preprocess/                  reference.png, mask.png, landmarks.json, crop.json, manifest.json
+    head/                        model/, camera.json, fit.json, preview.png, manifest.json
+    objects/                     content-addressed PNG store shared by all dataset versions
+    spatial/round_<k>/           dataset/ (a version), avatar/, manifest.json
+    temporal/round_<k>/          dataset/, avatar/, manifest.json
+    evaluate/                    metrics.json, videos, contact sheet, plots, manifest.json
+    export/                      avatar_<expression>.ply, manifest.json
+
+``tasks/`` wraps each function as a cached Prefect task; ``dvc.yaml`` runs each through the CLI
+(``zero1toa node <name>``). A notebook can call :func:`run_all`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import Config, node_params
+from .utils.io import read_json
+from .utils.manifest import Manifest, code_version, digest_path, read_manifest
+
+log = logging.getLogger("zero1toa")
+
+ROUND_CODE = (
+    "zero1toa.avatar",
+    "zero1toa.generate",
+    "zero1toa.head",
+    "zero1toa.progressive",
+    "zero1toa.render",
+    "zero1toa.symgen",
+    "zero1toa.train",
+    "zero1toa.nodes",
+)
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    name: str  # "spatial_1"
+    stage: str  # "spatial" | "temporal"
+    index: int  # 0-based within its stage
+    folder: str  # relative to the run folder, e.g. "spatial/round_1"
+
+
+def plan_rounds(cfg: Config) -> list[RoundPlan]:
+    """All rounds in DAG order: spatial rounds, then temporal rounds."""
+    plans = []
+    for stage, n in (("spatial", cfg.stages.spatial.rounds), ("temporal", cfg.stages.temporal.rounds)):
+        for i in range(n):
+            plans.append(RoundPlan(f"{stage}_{i + 1}", stage, i, f"{stage}/round_{i + 1}"))
+    return plans
+
+
+def run_dir_for(cfg: Config) -> Path:
+    return Path(cfg.run.root) / cfg.run.name
+
+
+def previous_round(cfg: Config, name: str) -> RoundPlan | None:
+    plans = plan_rounds(cfg)
+    names = [p.name for p in plans]
+    if name not in names:
+        raise KeyError(f"no round {name!r} in this configuration (rounds: {', '.join(names)})")
+    i = names.index(name)
+    return plans[i - 1] if i > 0 else None
+
+
+def final_round(cfg: Config) -> RoundPlan:
+    return plan_rounds(cfg)[-1]
+
+
+# ----------------------------------------------------------------------------- preprocess + fit
+
+
+def node_preprocess(image: Path, run_dir: Path, cfg: Config) -> dict:
+    from .preprocess.pipeline import preprocess_image
+
+    return preprocess_image(Path(image), Path(run_dir) / "preprocess", cfg.preprocess)
+
+
+def node_fit_head(run_dir: Path, cfg: Config) -> dict:
+    from .preprocess.pipeline import fit_head
+
+    return fit_head(Path(run_dir) / "preprocess", Path(run_dir) / "head", cfg.head)
+
+
+# ----------------------------------------------------------------------------- rounds
+
+
+def load_reference(run_dir: Path):
+    """The portrait and its fit as rounds and evaluation need them."""
+    from .preprocess.pipeline import load_fitted_head, load_preprocess
+    from .progressive.schedules import orbit_target
+    from .symgen.round import Reference
+
+    run_dir = Path(run_dir)
+    pre = load_preprocess(run_dir / "preprocess")
+    fitted = load_fitted_head(run_dir / "head")
+    ref = Reference(
+        image=torch.from_numpy(pre.reference.copy()).permute(2, 0, 1).float() / 255.0,
+        mask=torch.from_numpy(pre.mask.copy()),
+        camera=fitted.camera,
+        expression=fitted.expression,
+        jaw=fitted.jaw,
+        target=orbit_target(fitted.head),
+    )
+    return fitted.head, ref
+
+
+def round_clips(cfg: Config, plan: RoundPlan, head, reference) -> list:
+    """The new clips of a round (progressive schedule, or everything at once for the ablation)."""
+    from .progressive.schedules import spatial_clips, temporal_clips
+
+    seed = cfg.run.seed
+    ref_e, ref_j = reference.expression.numpy(), reference.jaw.numpy()
+    sp, tp = cfg.stages.spatial, cfg.stages.temporal
+    if cfg.stages.progressive:
+        if plan.stage == "spatial":
+            return spatial_clips(sp, plan.index, ref_e, ref_j, seed)
+        return temporal_clips(tp, plan.index, head, ref_e, ref_j, seed)
+    # Ablation: no simple-to-complex order. Every round draws from the full ranges of both
+    # stages (largest yaw, largest expression magnitude), half of its clips each.
+    from dataclasses import replace
+
+    n = sp.clips_per_round if plan.stage == "spatial" else tp.clips_per_round
+    half = max(1, n // 2)
+    sp_full = replace(sp, yaw_start_deg=sp.yaw_end_deg, clips_per_round=half)
+    tp_full = replace(tp, magnitude_start=tp.magnitude_end, clips_per_round=n - half)
+    stage_offset = 0 if plan.stage == "spatial" else 1000
+    clips = spatial_clips(sp_full, plan.index + stage_offset, ref_e, ref_j, seed)
+    clips += temporal_clips(tp_full, plan.index + stage_offset, head, ref_e, ref_j, seed) if n - half > 0 else []
+    for c in clips:  # keep ids unique per round and stage
+        c.clip_id = f"{plan.stage}-{c.clip_id}"
+        c.stage = plan.stage
+    return clips
+
+
+def _round_strength(cfg: Config, plan: RoundPlan) -> float:
+    n = cfg.stages.spatial.rounds if plan.stage == "spatial" else cfg.stages.temporal.rounds
+    f = 0.0 if n <= 1 else plan.index / (n - 1)
+    return cfg.symgen.strength_first + f * (cfg.symgen.strength_last - cfg.symgen.strength_first)
+
+
+def initial_avatar(cfg: Config, head, reference):
+    from .avatar.gaussians import colour_from_reference, init_on_mesh
+
+    labels = getattr(head, "face_labels", None)
+    parts = None
+    if labels is not None:
+        from .head.facemesh_rig import PART_NAMES
+
+        parts = PART_NAMES
+    torch.manual_seed(cfg.run.seed)
+    g = init_on_mesh(head, cfg.avatar.init, seed=cfg.run.seed, face_labels=labels, part_names=parts)
+    if cfg.avatar.colour_from_reference:
+        pose = _reference_pose(reference)
+        colour_from_reference(g, head, reference.image, reference.camera, reference.mask, reference.expression, pose)
+    return g
+
+
+def _reference_pose(reference):
+    from .head.base import HeadPose
+
+    pose = HeadPose.neutral(1)
+    pose.jaw = reference.jaw[None].clone()
+    return pose
+
+
+def node_round(run_dir: Path, cfg: Config, name: str) -> dict:
+    """Run one SymGEN round (``spatial_k`` / ``temporal_k``); resumes from its ``.work`` folder."""
+    from .avatar.checkpoint import load_avatar
+    from .generate.factory import build_generator
+    from .symgen.dataset import ObjectStore, load_version
+    from .symgen.round import RoundSpec, run_round
+
+    t0 = time.perf_counter()
+    run_dir = Path(run_dir)
+    plans = {p.name: p for p in plan_rounds(cfg)}
+    if name not in plans:
+        raise KeyError(f"no round {name!r} in this configuration (rounds: {', '.join(plans)})")
+    plan = plans[name]
+    prev = previous_round(cfg, name)
+    head, reference = load_reference(run_dir)
+    torch.manual_seed(cfg.run.seed)
+    np.random.seed(cfg.run.seed % (2**32))
+    if prev is None:
+        gaussians = initial_avatar(cfg, head, reference)
+        previous_version = None
+        previous_avatar = "init"
+        inputs = {"preprocess": digest_path(run_dir / "preprocess"), "head": digest_path(run_dir / "head")}
+    else:
+        prev_dir = run_dir / prev.folder
+        if not (prev_dir / "avatar" / "avatar.json").exists():
+            raise FileNotFoundError(f"round {name} needs {prev.name}'s outputs in {prev_dir}: run that round first")
+        gaussians, head, _ = load_avatar(prev_dir / "avatar")
+        previous_version = load_version(prev_dir / "dataset")
+        previous_avatar = digest_path(prev_dir / "avatar")
+        inputs = {
+            "head": digest_path(run_dir / "head"),
+            "previous_avatar": previous_avatar,
+            "previous_dataset": previous_version.digest,
+        }
+    generator = build_generator(cfg.generator, head, reference, seed=cfg.run.seed)
+    iterations = cfg.stages.spatial_iterations if plan.stage == "spatial" else cfg.stages.temporal_iterations
+    max_clips = cfg.stages.spatial.max_clips if plan.stage == "spatial" else cfg.stages.temporal.max_clips
+    spec = RoundSpec(
+        name=plan.name,
+        stage=plan.stage,
+        index=plan.index,
+        iterations=iterations,
+        clips=round_clips(cfg, plan, head, reference),
+        strength=_round_strength(cfg, plan),
+        max_clips=max_clips,
+        seed=cfg.run.seed * 1000 + list(plans).index(name),
+    )
+    result = run_round(
+        spec,
+        gaussians,
+        head,
+        reference,
+        generator,
+        previous_version,
+        ObjectStore(run_dir / "objects"),
+        run_dir / plan.folder,
+        cfg.train,
+        cfg.symgen,
+        previous_avatar=previous_avatar,
+        progress=cfg.run.progress,
+        record={"generator": generator.info.name, "generator_weights": generator.info.weights, "head_licence": head.licence},
+    )
+    final = result.train.losses[-1] if result.train.losses else {}
+    manifest = Manifest(
+        node=name,
+        params=node_params(cfg, "round"),
+        inputs=inputs,
+        outputs={"dataset": result.version.digest, "avatar": digest_path(result.avatar_dir)},
+        code_version=code_version(*ROUND_CODE),
+        seed=spec.seed,
+        timings={"total": round(time.perf_counter() - t0, 3), **result.timings},
+        metrics={
+            "final_loss": final.get("total"),
+            "final_l1": final.get("l1"),
+            "num_gaussians": result.train.num_gaussians,
+            "refreshes": result.refreshes,
+            "dataset_samples": len(result.version),
+            "resumed_from_iteration": result.train.resumed_from,
+        },
+        extra={
+            "stage": plan.stage,
+            "strength": spec.strength,
+            "dataset_diff": result.diff,
+            "losses": result.train.losses,
+            "active_loss_terms": result.train.active_terms,
+            "inactive_loss_terms": result.train.inactive_terms,
+            "generator": asdict(generator.info),
+            "trained_on_dataset": result.version.digest,
+            "licences": {"head": head.licence, "generator_weights": generator.info.weights},
+        },
+    )
+    manifest.write(run_dir / plan.folder)
+    return manifest.to_dict()
+
+
+def round_is_complete(run_dir: Path, plan: RoundPlan) -> bool:
+    folder = Path(run_dir) / plan.folder
+    man = read_manifest(folder)
+    return bool(man) and (folder / "avatar" / "avatar.json").exists() and (folder / "dataset" / "manifest.json").exists()
+
+
+# ----------------------------------------------------------------------------- evaluate + export
+
+
+def node_evaluate(run_dir: Path, cfg: Config) -> dict:
+    from .evaluate.run import evaluate_run
+
+    return evaluate_run(Path(run_dir), final_round(cfg).folder, cfg.evaluate, seed=cfg.run.seed)
+
+
+def node_export(run_dir: Path, cfg: Config) -> dict:
+    from .avatar.checkpoint import load_avatar
+    from .avatar.ply import export_ply
+    from .utils.io import atomic_dir
+
+    t0 = time.perf_counter()
+    run_dir = Path(run_dir)
+    src = run_dir / final_round(cfg).folder / "avatar"
+    gaussians, head, info = load_avatar(src)
+    names = list(cfg.export.expressions)
+    with atomic_dir(run_dir / "export") as tmp:
+        files = {}
+        for name in names:
+            expr, jaw = head.expression_preset(name)
+            pose = _reference_pose_from(jaw)
+            world = gaussians.posed(head, expr[None], pose)[0]
+            path = export_ply(tmp / f"avatar_{name}.ply", world)
+            files[path.name] = digest_path(path)
+        manifest = Manifest(
+            node="export",
+            params=node_params(cfg, "export"),
+            inputs={"avatar": digest_path(src)},
+            outputs=files,
+            code_version=code_version("zero1toa.avatar", "zero1toa.nodes"),
+            timings={"total": round(time.perf_counter() - t0, 3)},
+            extra={"licence": head.licence, "num_gaussians": gaussians.num_gaussians},
+        )
+        manifest.write(tmp)
+    return manifest.to_dict()
+
+
+def _reference_pose_from(jaw: torch.Tensor):
+    from .head.base import HeadPose
+
+    pose = HeadPose.neutral(1)
+    pose.jaw = jaw.reshape(1, 3).float()
+    return pose
+
+
+# ----------------------------------------------------------------------------- all nodes
+
+
+def run_all(image: Path, cfg: Config, skip_complete: bool = True) -> dict:
+    """Every node in order, without an orchestrator (what a notebook would call)."""
+    run_dir = run_dir_for(cfg)
+    out = {}
+    if not (skip_complete and read_manifest(run_dir / "preprocess")):
+        out["preprocess"] = node_preprocess(image, run_dir, cfg)
+    if not (skip_complete and read_manifest(run_dir / "head")):
+        out["fit_head"] = node_fit_head(run_dir, cfg)
+    for plan in plan_rounds(cfg):
+        if skip_complete and round_is_complete(run_dir, plan):
+            continue
+        out[plan.name] = node_round(run_dir, cfg, plan.name)
+    out["evaluate"] = node_evaluate(run_dir, cfg)
+    out["export"] = node_export(run_dir, cfg)
+    return out
+
+
+def read_run_manifests(run_dir: Path) -> dict[str, dict]:
+    """Every node manifest of a run, keyed by node name (for lineage and reports)."""
+    run_dir = Path(run_dir)
+    found = {}
+    for man in sorted(run_dir.rglob("manifest.json")):
+        if "objects" in man.parts or man.parent.name == "dataset" or ".work" in man.parts:
+            continue
+        try:
+            data = read_json(man)
+        except ValueError:
+            continue
+        if "node" in data:
+            found[data["node"]] = {**data, "folder": str(man.parent.relative_to(run_dir))}
+    return found
