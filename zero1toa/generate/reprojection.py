@@ -95,7 +95,10 @@ class ReprojectionGenerator(VideoGenerator):
             v_ref = head.animate(self.ref_expression[None], self.ref_pose)[0]  # [V, 3]
             self._v_ref = v_ref
             frags = rasterize_mesh(v_ref, head.faces, reference_camera)
-            self._zbuf_ref = frags.depth[0]  # [S, S]
+            # The visibility z-buffer at the supersampled resolution, so visibility tests near
+            # depth edges (jaw over neck) are as fine as the frames being generated.
+            zcam = reference_camera.resized(S * max(1, self.cfg.supersample), S * max(1, self.cfg.supersample))
+            self._zbuf_ref = rasterize_mesh(v_ref, head.faces, zcam).depth[0]  # [S*ss, S*ss]
             uv, depth = project_points(v_ref, reference_camera)
             normals = vertex_normals(v_ref, head.faces)
             to_cam = reference_camera.centers()[0] - v_ref
@@ -144,8 +147,8 @@ class ReprojectionGenerator(VideoGenerator):
             S = self.reference.shape[-1]
             grid = torch.stack([u / S * 2 - 1, v / S * 2 - 1], -1)  # align_corners=False convention
             tex = F.grid_sample(self.reference[None].expand(Fn, -1, -1, -1), grid, mode="bilinear", padding_mode="border", align_corners=False)
-            # Visibility in the reference: our depth vs the reference z-buffer (lenient: 2x2 min).
-            zref = -F.max_pool2d(-self._zbuf_ref[None, None].nan_to_num(posinf=1e6), 3, stride=1, padding=1)
+            # Visibility in the reference: our depth vs the reference z-buffer at that point.
+            zref = self._zbuf_ref[None, None].nan_to_num(posinf=1e6)
             zs = F.grid_sample(zref.expand(Fn, -1, -1, -1), grid, mode="nearest", padding_mode="border", align_corners=False)[:, 0]
             inside = (grid.abs() <= 1).all(-1)
             visible = inside & (d <= zs + cfg.visibility_tolerance_m) & frags.mask
@@ -156,7 +159,7 @@ class ReprojectionGenerator(VideoGenerator):
             stretch = torch.gather(ratio, 1, fid.reshape(Fn, -1)).reshape_as(fid)
             # |cos|: only surfaces that pass the visibility test get here, whatever their winding.
             density = cos.abs() / cos_t.abs().clamp_min(0.05)
-            conf = visible.float() * _smoothstep(*cfg.foreshortening_ratio, density) * stretch * _smoothstep(0.3, 0.7, msk)
+            conf = visible.float() * _smoothstep(*cfg.foreshortening_ratio, density) * stretch
             conf = torch.where(frags.mask, conf, torch.zeros_like(conf))
             # Silhouette carving: a surface point the photo saw *outside* the person's mask is not
             # part of the person (the rig is built slightly larger than the mask on purpose), so

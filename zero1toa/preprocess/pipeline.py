@@ -73,7 +73,7 @@ class PreprocessOutputs:
         return self.reference.shape[0]
 
     def reference_tensor(self) -> torch.Tensor:
-        return torch.from_numpy(self.reference).permute(2, 0, 1).float() / 255.0
+        return torch.from_numpy(self.reference.copy()).permute(2, 0, 1).float() / 255.0
 
 
 def preprocess_image(

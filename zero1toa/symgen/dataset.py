@@ -75,7 +75,7 @@ def to_uint8(x: Tensor) -> np.ndarray:
 
 
 def from_uint8(arr: np.ndarray) -> Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(arr)).float() / 255.0
+    t = torch.from_numpy(np.array(arr, copy=True)).float() / 255.0
     return t[None] if t.dim() == 2 else t.permute(2, 0, 1)
 
 

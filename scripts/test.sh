@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Set up (if needed) and run the test suite.   bash scripts/test.sh [--slow] [pytest args...]
+#   --slow   also run the long end-to-end tests (dashboard servers, longer resume runs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+# The HTML report is tested in a real browser: Debian's chromium, installed when we may.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  echo "[test] installing Debian chromium for the report test"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "[test] chromium install failed; the browser test will skip"
+fi
+marker=(-m "not slow")
+if [ "${1:-}" = "--slow" ]; then marker=(); shift; fi
+exec .venv/bin/python -m pytest "${marker[@]}" "$@"

@@ -1,0 +1,44 @@
+"""Shared test setup: offline/quiet environment, a small torch thread count, the sample portrait."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from zero1toa.env import apply_defaults
+
+apply_defaults()
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs CUDA (no GPU on this machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def sample_image(tmp_path_factory) -> Path:
+    from zero1toa.sample import write_sample_portrait
+
+    return write_sample_portrait(tmp_path_factory.mktemp("sample") / "astronaut.png")
+
+
+@pytest.fixture(scope="session")
+def fitted_run(tmp_path_factory, sample_image) -> Path:
+    """Preprocess + fit of the sample portrait at 256 px (shared by many tests)."""
+    from zero1toa.preprocess.pipeline import HeadFitConfig, PreprocessConfig, fit_head, preprocess_image
+
+    run = tmp_path_factory.mktemp("fitted") / "run"
+    preprocess_image(sample_image, run / "preprocess", PreprocessConfig(resolution=256))
+    fit_head(run / "preprocess", run / "head", HeadFitConfig())
+    return run

@@ -1,0 +1,147 @@
+"""A SymGEN round on the smoke scale: versions, refreshes, loss, and resuming after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from zero1toa.avatar.checkpoint import load_avatar
+from zero1toa.config import from_dict
+from zero1toa.nodes import node_round, plan_rounds
+from zero1toa.symgen.dataset import diff_versions, load_version
+from zero1toa.utils.io import read_json
+
+SMOKE = {
+    "generator": {"resolution": 64, "supersample": 1},
+    "avatar": {"init": {"num_gaussians": 1500}},
+    "stages": {
+        "spatial": {"rounds": 1, "clips_per_round": 2, "frames_per_clip": 3},
+        "temporal": {"rounds": 1, "clips_per_round": 2, "frames_per_clip": 3},
+        "spatial_iterations": 40,
+        "temporal_iterations": 40,
+    },
+    "symgen": {"refresh_every": 10},
+    "train": {"checkpoint_every": 10, "log_every": 5, "densify": {"refine_start": 5, "refine_every": 10, "max_gaussians": 3000}},
+    "run": {"progress": False},
+}
+
+
+def _run_copy(fitted_run: Path, dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("preprocess", "head"):
+        shutil.copytree(fitted_run / name, dest / name)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def two_rounds(fitted_run, tmp_path_factory):
+    run = _run_copy(fitted_run, tmp_path_factory.mktemp("rounds") / "run")
+    cfg = from_dict(SMOKE)
+    m1 = node_round(run, cfg, "spatial_1")
+    m2 = node_round(run, cfg, "temporal_1")
+    return run, cfg, m1, m2
+
+
+def test_round_writes_a_new_version_and_keeps_the_old(two_rounds):
+    run, cfg, m1, m2 = two_rounds
+    v1 = load_version(run / "spatial" / "round_1" / "dataset")
+    v2 = load_version(run / "temporal" / "round_1" / "dataset")
+    assert v1.digest == m1["outputs"]["dataset"] and v2.digest == m2["outputs"]["dataset"]
+    assert v2.parent == v1.digest
+    d = diff_versions(v1, v2)
+    assert len(d["added"]) == 2 * 3  # two temporal clips of three frames
+    assert d["unchanged"] == 2 * 3  # spatial clips are not refreshed in the temporal stage
+    assert m2["metrics"]["refreshes"] == 3  # iterations 10, 20, 30 (refresh_every=10)
+    refreshed = v2.table[v2.table["stage"] == "temporal"]
+    assert (refreshed["refresh_count"] > 0).any() and (refreshed["source_avatar"].str.startswith("temporal_1@")).any()
+    assert (run / "spatial" / "round_1" / ".work").exists() is False  # working state cleaned up
+
+
+def test_refreshed_samples_change_and_untouched_share_bytes(two_rounds):
+    run, cfg, m1, m2 = two_rounds
+    v2 = load_version(run / "temporal" / "round_1" / "dataset")
+    v1 = load_version(run / "spatial" / "round_1" / "dataset")
+    sid = v1.table["sample_id"].iloc[0]
+    d1 = v1.table.set_index("sample_id").loc[sid, "frame"]
+    d2 = v2.table.set_index("sample_id").loc[sid, "frame"]
+    assert d1 == d2 and os.stat(v1.file_for(d1)).st_ino == os.stat(v2.file_for(d2)).st_ino
+    # within the spatial round, refreshed clips differ from their first generation
+    assert m1["metrics"]["refreshes"] == 3
+
+
+def test_loss_decreases_over_a_round(two_rounds):
+    run, cfg, m1, m2 = two_rounds
+    losses = [r["total"] for r in m1["extra"]["losses"]]
+    assert losses[-1] < losses[0], losses
+    assert m1["extra"]["active_loss_terms"]["l1"] == 10.0
+    assert "lpips" in m1["extra"]["inactive_loss_terms"]  # no local LPIPS weights here: recorded as off
+
+
+def test_round_lineage_records_inputs(two_rounds):
+    run, cfg, m1, m2 = two_rounds
+    assert m2["inputs"]["previous_dataset"] == m1["outputs"]["dataset"]
+    assert m2["inputs"]["previous_avatar"] == m1["outputs"]["avatar"]
+    info = read_json(run / "temporal" / "round_1" / "avatar" / "avatar.json")
+    assert info["trained_on_dataset"] == m2["outputs"]["dataset"]
+
+
+CHILD = r"""
+import json, sys
+from pathlib import Path
+from zero1toa.env import apply_defaults; apply_defaults()
+import torch; torch.set_num_threads(1)
+from zero1toa.config import from_dict
+from zero1toa.nodes import node_round
+cfg = from_dict(json.loads(Path(sys.argv[2]).read_text()))
+node_round(Path(sys.argv[1]), cfg, "spatial_1")
+"""
+
+
+def test_killed_round_resumes_from_its_checkpoint(fitted_run, tmp_path):
+    cfg_dict = json.loads(json.dumps(SMOKE))
+    cfg_dict["stages"]["spatial_iterations"] = 60
+    cfg_dict["train"]["checkpoint_every"] = 10
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(json.dumps(cfg_dict))
+    killed = _run_copy(fitted_run, tmp_path / "killed")
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    ckpt = killed / "spatial" / "round_1" / ".work" / "checkpoint.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(script), str(killed), str(cfg_path)], env=env)
+    deadline = time.time() + 240
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the round finished before it could be killed"
+    time.sleep(0.3)  # let it get past the first checkpoint
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "spatial" / "round_1" / "avatar").exists()  # nothing half-written
+    saved_step = torch.load(ckpt, weights_only=True)["step"]
+    assert saved_step >= 10
+
+    torch.set_num_threads(1)
+    cfg = from_dict(cfg_dict)
+    resumed = node_round(killed, cfg, "spatial_1")
+    assert resumed["metrics"]["resumed_from_iteration"] >= 10
+    assert resumed["extra"]["losses"][-1]["step"] == 60
+
+    fresh = _run_copy(fitted_run, tmp_path / "fresh")
+    straight = node_round(fresh, cfg, "spatial_1")
+    assert straight["metrics"]["resumed_from_iteration"] == 0
+    a, _, _ = load_avatar(killed / "spatial" / "round_1" / "avatar")
+    b, _, _ = load_avatar(fresh / "spatial" / "round_1" / "avatar")
+    assert a.num_gaussians == b.num_gaussians
+    for k in ("means", "sh0", "opacities"):
+        diff = (a.params[k] - b.params[k]).abs().max().item()
+        assert diff < 1e-4, f"{k} differs by {diff} after resume"
+    assert resumed["outputs"]["dataset"] == straight["outputs"]["dataset"]
