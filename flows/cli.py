@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(f"flows.commands.{COMMANDS[name][0]}")
     sub = argparse.ArgumentParser(prog=f"zero1toa {name}", description=COMMANDS[name][1])
     module.add_arguments(sub)
-    args = sub.parse_args(argv[1:])
+    args = sub.parse_intermixed_args(argv[1:])
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:

@@ -382,7 +382,7 @@ def _fit_skull(face: np.ndarray, W: float, camera: Cameras, mask: np.ndarray | N
 
 
 def _silhouette_gain(
-    skull: _Skull, camera: Cameras, mask: np.ndarray, bins: int = 72, margin: float = 1.05
+    skull: _Skull, camera: Cameras, mask: np.ndarray, bins: int = 72, margin: float = 1.0
 ) -> tuple[np.ndarray, float]:
     """Per image-plane angle, how far the mask reaches beyond the skull ellipsoid's outline.
 
@@ -540,7 +540,7 @@ def _body_levels(
             run = _mask_run(mask, v, u) if v < size else None
             if run is not None:
                 m_per_px = depth / K[0, 0]
-                pad = 0.02 * size  # slightly wider than the mask; the generator carves the excess
+                pad = 0.005 * size  # a hair wider than the mask; the generator carves the excess
                 xl = float(np.clip((run[0] - pad - u) * m_per_px, -2.5 * W, -0.28 * W))
                 xr = float(np.clip((run[1] + 1 + pad - u) * m_per_px, 0.28 * W, 2.5 * W))
             elif levels:
@@ -869,7 +869,6 @@ def _add_backdrop(
     frags = rasterize_mesh(torch.from_numpy(V).float(), torch.from_numpy(faces), camera)
     covered = frags.mask[0].numpy()
     missing = (mask > 0.5) & ~covered
-    missing = cv2.morphologyEx(missing.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)).astype(bool)
     if missing.sum() < 4:
         return V, faces, weights, labels, 0
     g = cell_px or max(2, S // 96)
