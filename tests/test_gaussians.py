@@ -141,3 +141,14 @@ def test_training_checkpoint_rejects_foreign_files(tmp_path):
     bad.write_bytes(b"\x00garbage")
     with pytest.raises(CheckpointError, match="not a readable"):
         load_train_state(bad)
+
+
+def test_separable_ssim_matches_kornia():
+    import kornia
+
+    from zero1toa.train.losses import ssim
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 40, 56, generator=g)
+    y = (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    assert abs(ssim(x, y).item() - kornia.metrics.ssim(x, y, 11).mean().item()) < 1e-5

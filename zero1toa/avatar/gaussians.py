@@ -174,7 +174,8 @@ class BoundGaussians(nn.Module):
         means = c + (R @ (self.params["means"] * k)[..., None])[..., 0]
         scales = torch.exp(self.params["scales"]) * k
         q_local = self.params["quats"] / self.params["quats"].norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        quats = quat_multiply(matrix_to_quat(R), q_local)
+        q_tri = matrix_to_quat(frames.rotations[frame_index])  # [F, 4]: once per triangle, not per Gaussian
+        quats = quat_multiply(q_tri[b], q_local)
         return WorldGaussians(means, quats, scales, torch.sigmoid(self.params["opacities"]), self.colors(), self.sh_degree)
 
     def posed(self, head: HeadModel, expression: Tensor, pose: HeadPose) -> list[WorldGaussians]:

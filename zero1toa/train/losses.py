@@ -25,6 +25,7 @@ from torch import Tensor, nn
 class LossConfig:
     l1: float = 10.0  # paper
     ssim: float = 2.0  # not in the paper's list; standard 3DGS D-SSIM term
+    ssim_crop: int = 128  # D-SSIM on a random crop of this size per step (CPU cost), 0 = whole frame
     lpips: float = 10.0  # paper; active only with lpips_weights
     lpips_weights: str | None = None  # local safetensors file (see LPIPS)
     alpha: float = 1.0  # rendered alpha vs the frame's mask
@@ -35,11 +36,33 @@ class LossConfig:
     scale_threshold: float = 0.6  # largest axis (triangle sizes) before the penalty starts
 
 
-def ssim(x: Tensor, y: Tensor, window: int = 11) -> Tensor:
-    """Mean SSIM of [B, C, H, W] images in [0, 1] (kornia's implementation)."""
-    import kornia
+def _gaussian_kernel(window: int, sigma: float, device, dtype) -> Tensor:
+    x = torch.arange(window, device=device, dtype=dtype) - (window - 1) / 2
+    k = torch.exp(-(x**2) / (2 * sigma**2))
+    return k / k.sum()
 
-    return kornia.metrics.ssim(x, y, window_size=window).mean()
+
+def ssim(x: Tensor, y: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
+    """Mean SSIM of [B, C, H, W] images in [0, 1].
+
+    Same definition as kornia.metrics.ssim (Gaussian window 11, sigma 1.5, reflect padding,
+    C1 = 0.01^2, C2 = 0.03^2) but with the Gaussian filter applied separably (two 1-D passes
+    instead of one 11x11): ~5x cheaper, which matters in the CPU training loop.
+    """
+    B, C, H, W = x.shape
+    k = _gaussian_kernel(window, sigma, x.device, x.dtype)
+    kh = k.view(1, 1, 1, window).expand(5 * C, 1, 1, window)
+    kv = k.view(1, 1, window, 1).expand(5 * C, 1, window, 1)
+    stack = torch.cat([x, y, x * x, y * y, x * y], 1)  # [B, 5C, H, W]
+    pad = window // 2
+    stack = F.pad(stack, (pad, pad, pad, pad), mode="reflect")
+    blurred = F.conv2d(F.conv2d(stack, kh, groups=5 * C), kv, groups=5 * C)
+    mu_x, mu_y, xx, yy, xy = blurred.split(C, 1)
+    c1, c2 = 0.01**2, 0.03**2
+    sxx, syy, sxy = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
+    num = (2 * mu_x * mu_y + c1) * (2 * sxy + c2)
+    den = (mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2)
+    return (num / den).mean()
 
 
 class LPIPS(nn.Module):
@@ -128,13 +151,27 @@ class AvatarLoss(nn.Module):
             return {"lpips": "no local LPIPS weights configured (train.loss.lpips_weights); the term is off"}
         return {}
 
-    def forward(self, rgb: Tensor, alpha: Tensor, target: Tensor, mask: Tensor, params: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
-        """rgb/target [B, 3, H, W]; alpha/mask [B, 1, H, W]; params: the Gaussians' local params."""
+    def forward(
+        self,
+        rgb: Tensor,
+        alpha: Tensor,
+        target: Tensor,
+        mask: Tensor,
+        params: dict[str, Tensor],
+        crop_at: tuple[float, float] = (0.5, 0.5),
+    ) -> tuple[Tensor, dict[str, float]]:
+        """rgb/target [B, 3, H, W]; alpha/mask [B, 1, H, W]; params: the Gaussians' local params.
+
+        ``crop_at``: where (fractions of the free range) the D-SSIM crop sits this step.
+        """
         c = self.cfg
         parts: dict[str, Tensor] = {}
         parts["l1"] = (rgb - target).abs().mean()
         if c.ssim > 0:
-            parts["ssim"] = 1.0 - ssim(rgb, target)
+            H, W = rgb.shape[-2:]
+            ch, cw = (min(H, c.ssim_crop), min(W, c.ssim_crop)) if c.ssim_crop > 0 else (H, W)
+            y0, x0 = int(crop_at[0] * (H - ch)), int(crop_at[1] * (W - cw))
+            parts["ssim"] = 1.0 - ssim(rgb[..., y0 : y0 + ch, x0 : x0 + cw], target[..., y0 : y0 + ch, x0 : x0 + cw])
         if self.lpips is not None:
             parts["lpips"] = self.lpips(rgb, target)
         if c.alpha > 0:

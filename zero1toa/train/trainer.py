@@ -219,7 +219,8 @@ def train_round(
         info = out.metas[0]
         if strategy is not None:
             strategy.pre_backward(gaussians.params, optimizers, step, info)
-        loss, parts = loss_fn(out.rgb, out.alpha, t.frames[idx : idx + 1], t.masks[idx : idx + 1], gaussians.params)
+        crop_at = tuple(torch.rand(2, generator=gen).tolist())
+        loss, parts = loss_fn(out.rgb, out.alpha, t.frames[idx : idx + 1], t.masks[idx : idx + 1], gaussians.params, crop_at)
         loss.backward()
         for opt in optimizers.values():
             opt.step()
