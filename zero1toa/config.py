@@ -77,8 +77,14 @@ class EvaluateConfig:
     fps_resolution: int = 512
     fps_repeats: int = 5
     fps_warmup: int = 2
-    sweep_yaw_deg: list[float] = field(default_factory=lambda: [-90.0, -60.0, -30.0, 0.0, 30.0, 60.0, 90.0])
+    # face detection rate over this view sweep (the quality bar asks for a face at +-45 deg)
+    sweep_yaw_deg: list[float] = field(default_factory=lambda: [-90.0, -60.0, -45.0, -30.0, 0.0, 30.0, 45.0, 60.0, 90.0])
     expression_sequence: str = "talk"  # driving preset for expression accuracy
+    expression_frames: int = 16  # frames of that preset rendered and landmarked
+    face_analysis_size: int = 256  # renders are upscaled (integer factor) to at least this before face detection/mesh
+    stability_frames: int = 24  # frames of the slow ramps (neutral -> smile, small camera yaw) for temporal stability
+    stability_yaw_deg: float = 10.0  # the camera ramp's total yaw
+    device: str = "auto"  # auto | cpu | cuda: where evaluation renders (FPS is measured there)
     video_frames: int = 48
     video_fps: int = 24
 
@@ -241,6 +247,7 @@ def validate(cfg: Config) -> None:
         (0 <= cfg.avatar.init.sh_degree <= 3, "avatar.init.sh_degree must be 0..3"),
         (cfg.train.densify.max_gaussians >= cfg.avatar.init.num_gaussians, "train.densify.max_gaussians must be >= avatar.init.num_gaussians"),
         (cfg.run.device in ("auto", "cpu", "cuda"), f"run.device must be auto, cpu or cuda, got {cfg.run.device!r}"),
+        (cfg.evaluate.device in ("auto", "cpu", "cuda"), f"evaluate.device must be auto, cpu or cuda, got {cfg.evaluate.device!r}"),
     ]
     for ok, message in checks:
         if not ok:
