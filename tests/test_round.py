@@ -145,3 +145,32 @@ def test_killed_round_resumes_from_its_checkpoint(fitted_run, tmp_path):
         diff = (a.params[k] - b.params[k]).abs().max().item()
         assert diff < 1e-4, f"{k} differs by {diff} after resume"
     assert resumed["outputs"]["dataset"] == straight["outputs"]["dataset"]
+
+
+def test_sds_baseline_rounds_through_the_same_node(fitted_run, tmp_path):
+    """train.mode=sds: the paper's baseline runs through node_round; no dataset, chain intact."""
+    from zero1toa.nodes import round_is_complete
+
+    run = _run_copy(fitted_run, tmp_path / "sds")
+    cfg = from_dict(
+        {
+            "generator": {"kind": "tiny", "resolution": 64},
+            "train": {"mode": "sds", "checkpoint_every": 0},
+            "avatar": {"init": {"num_gaussians": 1200}},
+            "stages": {
+                "spatial": {"rounds": 1, "clips_per_round": 1, "frames_per_clip": 4},
+                "temporal": {"rounds": 1, "clips_per_round": 1, "frames_per_clip": 4},
+                "spatial_iterations": 3,
+                "temporal_iterations": 3,
+            },
+            "run": {"progress": False},
+        }
+    )
+    m1 = node_round(run, cfg, "spatial_1")
+    m2 = node_round(run, cfg, "temporal_1")
+    assert set(m1["outputs"]) == {"avatar"} and m1["extra"]["mode"] == "sds"
+    assert m2["inputs"]["previous_avatar"] == m1["outputs"]["avatar"] and "previous_dataset" not in m2["inputs"]
+    assert not (run / "spatial" / "round_1" / "dataset").exists()
+    assert all(round_is_complete(run, p) for p in plan_rounds(cfg))
+    with pytest.raises(Exception, match="generator=animatediff"):
+        from_dict({"train": {"mode": "sds"}})

@@ -248,6 +248,11 @@ def validate(cfg: Config) -> None:
         (cfg.train.densify.max_gaussians >= cfg.avatar.init.num_gaussians, "train.densify.max_gaussians must be >= avatar.init.num_gaussians"),
         (cfg.run.device in ("auto", "cpu", "cuda"), f"run.device must be auto, cpu or cuda, got {cfg.run.device!r}"),
         (cfg.evaluate.device in ("auto", "cpu", "cuda"), f"evaluate.device must be auto, cpu or cuda, got {cfg.evaluate.device!r}"),
+        (cfg.train.mode in ("symgen", "sds"), f"train.mode must be symgen or sds, got {cfg.train.mode!r}"),
+        (
+            cfg.train.mode != "sds" or cfg.generator.kind in ("animatediff", "tiny"),
+            "train.mode=sds distils from a diffusion model: use generator=animatediff (or generator=tiny for a test)",
+        ),
     ]
     for ok, message in checks:
         if not ok:

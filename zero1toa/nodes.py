@@ -200,13 +200,12 @@ def node_round(run_dir: Path, cfg: Config, name: str) -> dict:
         if not (prev_dir / "avatar" / "avatar.json").exists():
             raise FileNotFoundError(f"round {name} needs {prev.name}'s outputs in {prev_dir}: run that round first")
         gaussians, head, _ = load_avatar(prev_dir / "avatar")
-        previous_version = load_version(prev_dir / "dataset")
         previous_avatar = digest_path(prev_dir / "avatar")
-        inputs = {
-            "head": digest_path(run_dir / "head"),
-            "previous_avatar": previous_avatar,
-            "previous_dataset": previous_version.digest,
-        }
+        inputs = {"head": digest_path(run_dir / "head"), "previous_avatar": previous_avatar}
+        previous_version = None
+        if (prev_dir / "dataset" / "manifest.json").exists():  # SDS rounds write no dataset
+            previous_version = load_version(prev_dir / "dataset")
+            inputs["previous_dataset"] = previous_version.digest
     generator = build_generator(cfg.generator, head, reference, seed=cfg.run.seed)
     iterations = cfg.stages.spatial_iterations if plan.stage == "spatial" else cfg.stages.temporal_iterations
     max_clips = cfg.stages.spatial.max_clips if plan.stage == "spatial" else cfg.stages.temporal.max_clips
@@ -220,58 +219,72 @@ def node_round(run_dir: Path, cfg: Config, name: str) -> dict:
         max_clips=max_clips,
         seed=cfg.run.seed * 1000 + list(plans).index(name),
     )
-    result = run_round(
-        spec,
-        gaussians,
-        head,
-        reference,
-        generator,
-        previous_version,
-        ObjectStore(run_dir / "objects"),
-        run_dir / plan.folder,
-        cfg.train,
-        cfg.symgen,
-        previous_avatar=previous_avatar,
-        progress=cfg.run.progress,
-        record={"generator": generator.info.name, "generator_weights": generator.info.weights, "head_licence": head.licence},
-    )
+    record = {
+        "generator": generator.info.name,
+        "generator_weights": generator.info.weights,
+        "head_licence": head.licence,
+        "reference_camera": reference.camera.to_dict(),  # an avatar folder copied out of its run keeps the photo's view
+    }
+    if cfg.train.mode == "sds":
+        from .train.sds import run_sds_round
+
+        result = run_sds_round(
+            spec, gaussians, head, reference, generator, run_dir / plan.folder, cfg.train, cfg.train.sds,
+            previous_avatar=previous_avatar, progress=cfg.run.progress, record=record,
+        )  # fmt: skip
+        version = None
+    else:
+        result = run_round(
+            spec, gaussians, head, reference, generator, previous_version, ObjectStore(run_dir / "objects"),
+            run_dir / plan.folder, cfg.train, cfg.symgen, previous_avatar=previous_avatar,
+            progress=cfg.run.progress, record=record,
+        )  # fmt: skip
+        version = result.version
     final = result.train.losses[-1] if result.train.losses else {}
+    outputs = {"avatar": digest_path(result.avatar_dir)}
+    metrics = {
+        "final_loss": final.get("total"),
+        "final_l1": final.get("l1"),
+        "num_gaussians": result.train.num_gaussians,
+        "refreshes": result.refreshes,
+        "resumed_from_iteration": result.train.resumed_from,
+    }
+    extra = {
+        "stage": plan.stage,
+        "mode": cfg.train.mode,
+        "strength": spec.strength,
+        "losses": result.train.losses,
+        "active_loss_terms": result.train.active_terms,
+        "inactive_loss_terms": result.train.inactive_terms,
+        "generator": asdict(generator.info),
+        "licences": {"head": head.licence, "generator_weights": generator.info.weights},
+    }
+    if version is not None:
+        outputs = {"dataset": version.digest, **outputs}
+        metrics["dataset_samples"] = len(version)
+        extra.update({"dataset_diff": result.diff, "trained_on_dataset": version.digest})
     manifest = Manifest(
         node=name,
         params=node_params(cfg, "round"),
         inputs=inputs,
-        outputs={"dataset": result.version.digest, "avatar": digest_path(result.avatar_dir)},
+        outputs=outputs,
         code_version=code_version(*ROUND_CODE),
         seed=spec.seed,
         timings={"total": round(time.perf_counter() - t0, 3), **result.timings},
-        metrics={
-            "final_loss": final.get("total"),
-            "final_l1": final.get("l1"),
-            "num_gaussians": result.train.num_gaussians,
-            "refreshes": result.refreshes,
-            "dataset_samples": len(result.version),
-            "resumed_from_iteration": result.train.resumed_from,
-        },
-        extra={
-            "stage": plan.stage,
-            "strength": spec.strength,
-            "dataset_diff": result.diff,
-            "losses": result.train.losses,
-            "active_loss_terms": result.train.active_terms,
-            "inactive_loss_terms": result.train.inactive_terms,
-            "generator": asdict(generator.info),
-            "trained_on_dataset": result.version.digest,
-            "licences": {"head": head.licence, "generator_weights": generator.info.weights},
-        },
+        metrics=metrics,
+        extra=extra,
     )
     manifest.write(run_dir / plan.folder)
     return manifest.to_dict()
 
 
 def round_is_complete(run_dir: Path, plan: RoundPlan) -> bool:
+    """A round is done when its manifest and every output it lists exist (SDS rounds have no dataset)."""
     folder = Path(run_dir) / plan.folder
     man = read_manifest(folder)
-    return bool(man) and (folder / "avatar" / "avatar.json").exists() and (folder / "dataset" / "manifest.json").exists()
+    if not man or not (folder / "avatar" / "avatar.json").exists():
+        return False
+    return "dataset" not in man.get("outputs", {}) or (folder / "dataset" / "manifest.json").exists()
 
 
 # ----------------------------------------------------------------------------- evaluate + export

@@ -131,6 +131,19 @@ class LPIPS(nn.Module):
         return total
 
 
+def regulariser_terms(params: dict[str, Tensor], cfg: LossConfig) -> dict[str, Tensor]:
+    """Hinge penalties on a Gaussian's offset from its parent triangle (off its plane, and far
+    along it) and on its size, in triangle-size units. Unweighted; shared by the reconstruction
+    trainer and the SDS baseline."""
+    parts: dict[str, Tensor] = {}
+    if cfg.position > 0:
+        m = params["means"]
+        parts["position"] = F.relu(m[:, 2].abs() - cfg.normal_threshold).mean() + F.relu(m[:, :2].norm(dim=-1) - cfg.tangent_threshold).mean()
+    if cfg.scale > 0:
+        parts["scale"] = F.relu(torch.exp(params["scales"]).amax(-1) - cfg.scale_threshold).mean()
+    return parts
+
+
 class AvatarLoss(nn.Module):
     def __init__(self, cfg: LossConfig) -> None:
         super().__init__()
@@ -176,11 +189,7 @@ class AvatarLoss(nn.Module):
             parts["lpips"] = self.lpips(rgb, target)
         if c.alpha > 0:
             parts["alpha"] = (alpha - mask).abs().mean()
-        if c.position > 0:
-            m = params["means"]
-            parts["position"] = F.relu(m[:, 2].abs() - c.normal_threshold).mean() + F.relu(m[:, :2].norm(dim=-1) - c.tangent_threshold).mean()
-        if c.scale > 0:
-            parts["scale"] = F.relu(torch.exp(params["scales"]).amax(-1) - c.scale_threshold).mean()
+        parts.update(regulariser_terms(params, c))
         weights = {"l1": c.l1, "ssim": c.ssim, "lpips": c.lpips, "alpha": c.alpha, "position": c.position, "scale": c.scale}
         total = sum(weights[k] * v for k, v in parts.items())
         return total, {k: float(v.detach()) for k, v in parts.items()}

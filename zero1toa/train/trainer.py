@@ -29,6 +29,7 @@ from ..head.base import HeadModel, HeadPose
 from ..render.camera import Cameras
 from ..symgen.dataset import SampleTensors
 from .losses import AvatarLoss, LossConfig
+from .sds import SDSConfig
 
 log = logging.getLogger("zero1toa.train")
 
@@ -62,6 +63,11 @@ class DensifyConfig:
 
 @dataclass
 class TrainConfig:
+    # symgen: reconstruction on the SymGEN dataset (the method); sds: the paper's SDS-only
+    # baseline, distilling each step straight from the video diffusion model (needs a diffusion
+    # generator: generator=tiny or generator=animatediff)
+    mode: str = "symgen"
+    sds: SDSConfig = field(default_factory=SDSConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     loss: LossConfig = field(default_factory=LossConfig)
