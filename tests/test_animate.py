@@ -55,7 +55,7 @@ def test_preset_mp4_and_gif(smoke, tmp_path):
     out = tmp_path / "talk.mp4"
     summary = animate_avatar(smoke, "talk", out, resolution=R, frames=6, gif=True, progress=False)
     assert summary["frames"] == 6 and summary["fps"] == 24.0
-    assert summary["camera"].endswith("camera.json")
+    assert summary["camera"] == "avatar.json reference_camera"  # rounds record the photo's camera in the avatar
     talk = _check_video(out, 6, R)
     _check_video(tmp_path / "talk.gif", 6, R)
     assert summary["gif"] == str(tmp_path / "talk.gif")
@@ -124,6 +124,9 @@ def test_avatar_folder_outside_a_run_uses_a_frontal_camera(smoke, tmp_path):
 
     alone = tmp_path / "alone"
     shutil.copytree(smoke / "spatial" / "round_1" / "avatar", alone)
+    info = read_json(alone / "avatar.json")
+    info.pop("reference_camera", None)  # an avatar from before rounds recorded the camera
+    write_json_atomic(alone / "avatar.json", info)
     summary = animate_avatar(alone, "smile", tmp_path / "alone.mp4", resolution=R, frames=3, progress=False)
     assert "frontal" in summary["camera"]
     frontal = _check_video(tmp_path / "alone.mp4", 3, R)
@@ -136,7 +139,7 @@ def test_avatar_folder_outside_a_run_uses_a_frontal_camera(smoke, tmp_path):
     in_run = animate_avatar(smoke, "smile", tmp_path / "in_run.mp4", resolution=R, frames=3, progress=False)
     recorded = _check_video(tmp_path / "alone_ref.mp4", 3, R)
     assert np.array_equal(recorded, _check_video(tmp_path / "in_run.mp4", 3, R))  # same camera, same pictures
-    assert in_run["camera"].endswith("camera.json")
+    assert in_run["camera"] == "avatar.json reference_camera"
     # the frontal fallback still frames the head: similar coverage to the photo's view
     cover = lambda a: (a.min(-1) < 200).mean()  # noqa: E731
     assert 0.3 < cover(frontal) / cover(recorded) < 3.0
