@@ -50,6 +50,10 @@ def _defaults(root: Path) -> dict[str, str]:
         "DVC_IGNORE_UPDATES": "1",
         # Matplotlib: headless.
         "MPLBACKEND": "Agg",
+        # OpenMP threads sleep instead of spin-waiting between parallel regions: on a busy
+        # machine (CI, a batch of portraits) spinning made 2-thread rendering ~10x slower.
+        # Only effective when set before torch is imported (entry points call this first).
+        "OMP_WAIT_POLICY": "PASSIVE",
     }
 
 

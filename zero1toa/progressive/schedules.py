@@ -234,8 +234,8 @@ def _rot_x(a: Tensor) -> Tensor:
 def orbit_from_reference(reference: Cameras, yaws_deg: Tensor | np.ndarray, elevations_deg: Tensor | np.ndarray, target: Tensor, resolution: int | None = None) -> Cameras:
     """Cameras orbiting ``target`` relative to the reference camera (yaw about the head's up axis,
     elevation about its left-right axis). Positive yaw shows the subject's left side."""
-    yaws = torch.as_tensor(np.asarray(yaws_deg), dtype=torch.float32)
-    elev = torch.as_tensor(np.asarray(elevations_deg), dtype=torch.float32)
+    yaws = torch.as_tensor(np.array(yaws_deg, dtype=np.float32))
+    elev = torch.as_tensor(np.array(elevations_deg, dtype=np.float32))
     Rw = _rot_x(torch.deg2rad(elev)) @ _rot_y(torch.deg2rad(-yaws))  # [T, 3, 3] world rotation
     M = torch.eye(4).repeat(len(yaws), 1, 1)
     M[:, :3, :3] = Rw
