@@ -14,6 +14,9 @@ computation, and :mod:`zero1toa.evaluate.run` only decides *what* to feed them:
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 import math
 from collections.abc import Sequence
 
@@ -131,13 +134,27 @@ def lip_gap(points: np.ndarray, upper: int, lower: int, right: int, left: int) -
     return float(np.linalg.norm(p[upper, :2] - p[lower, :2]) / interocular_distance(p, right, left))
 
 
+@contextlib.contextmanager
+def quiet_photo_warnings():
+    """Silence preprocessing's photo warnings (small face, profile) while we analyse *renders*:
+    they are advice for a user's input photo, not evaluation results."""
+    logger = logging.getLogger("zero1toa.preprocess")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def face_found(rgb: np.ndarray, runner=None, min_face_px: float = 0.0) -> bool:
     """Whether :func:`zero1toa.preprocess.facemesh.find_face` finds (and meshes) a face."""
     from zero1toa.preprocess.errors import PreprocessError
     from zero1toa.preprocess.facemesh import find_face
 
     try:
-        find_face(np.ascontiguousarray(rgb), runner=runner, min_face_px=min_face_px, with_iris=False)
+        with quiet_photo_warnings():
+            find_face(np.ascontiguousarray(rgb), runner=runner, min_face_px=min_face_px, with_iris=False)
     except PreprocessError:
         return False
     return True

@@ -154,8 +154,11 @@ def _detect_landmarks(runner, rgb: torch.Tensor, k: int) -> np.ndarray | None:
     from ..preprocess.errors import PreprocessError
     from ..preprocess.facemesh import find_face
 
+    from .metrics import quiet_photo_warnings
+
     try:
-        res = find_face(_to_face_image(rgb, k), runner=runner, min_face_px=0.0, with_iris=False)
+        with quiet_photo_warnings():
+            res = find_face(_to_face_image(rgb, k), runner=runner, min_face_px=0.0, with_iris=False)
     except PreprocessError:
         return None
     return res.landmarks.points[:, :2].astype(np.float64) / k
