@@ -34,7 +34,7 @@ class SpatialConfig:
     """Spatial Consistency Learning. Paper: ~20 clips, each a sweep from the front to a random
     side view, larger yaw unlocked as training proceeds (exact ranges are not given)."""
 
-    rounds: int = 2
+    rounds: int = 3  # max yaw 35 -> 62 -> 90 deg
     clips_per_round: int = 6
     frames_per_clip: int = 8
     max_clips: int = 20  # the dataset keeps at most this many spatial clips (oldest dropped)
