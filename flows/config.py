@@ -44,7 +44,9 @@ def load_params(path: Path | None = None) -> Config:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `zero1toa params` (or `dvc exp run`) to compose it")
     with open(path, encoding="utf-8") as f:
-        return from_dict(yaml.safe_load(f) or {})
+        data = yaml.safe_load(f) or {}
+    data.pop("dag", None)  # the round plan `zero1toa params` adds for dvc.yaml's foreach, not a setting
+    return from_dict(data)
 
 
 def write_params(cfg_dict: dict, path: Path | None = None) -> Path:

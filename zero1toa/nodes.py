@@ -205,6 +205,7 @@ def node_round(run_dir: Path, cfg: Config, name: str) -> dict:
         previous_version = None
         if (prev_dir / "dataset" / "manifest.json").exists():  # SDS rounds write no dataset
             previous_version = load_version(prev_dir / "dataset")
+            ObjectStore(run_dir / "objects").adopt(previous_version)  # e.g. after a `dvc pull`
             inputs["previous_dataset"] = previous_version.digest
     generator = build_generator(cfg.generator, head, reference, seed=cfg.run.seed)
     iterations = cfg.stages.spatial_iterations if plan.stage == "spatial" else cfg.stages.temporal_iterations

@@ -111,8 +111,9 @@ def preprocess_image(
     with timer("mask"):
         mask, method = foreground_mask(crop.image, crop.alpha, points, method=cfg.mask_method)
         mask = (mask * crop.valid).astype(np.float32)
+    # No path in here: the same photo at another path (a flow's copy, DVC's input) must give the
+    # same artifact digests; the path goes to the manifest, which digests exclude.
     info = {
-        "source_image": str(image_path),
         "source_sha256": sha256_file(image_path),
         "source_size": [loaded.width, loaded.height],
         "source_mode": loaded.original_mode,
@@ -152,6 +153,7 @@ def preprocess_image(
             timings=timer.timings,
             warnings=[w.to_dict() for w in warnings],
             metrics={"mask_fraction": info["mask_fraction"], "yaw_deg": face.yaw_deg},
+            extra={"source_image": str(image_path)},
         )
         manifest.write(tmp)
     return manifest.to_dict()

@@ -100,6 +100,21 @@ class ObjectStore:
     def get(self, digest: str) -> np.ndarray:
         return np.asarray(Image.open(self.path(digest)))
 
+    def adopt(self, version: "DatasetVersion") -> int:
+        """Link a version's frames into the store where missing; returns how many were added.
+
+        The store is a cache, not an artifact: after ``dvc pull`` into a fresh checkout only
+        the version folders exist, and the next round must still find every frame.
+        """
+        added = 0
+        for png in sorted((Path(version.folder) / "frames").glob("*.png")) if version.folder else []:
+            target = self.path(png.stem)
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _link_or_copy(png, target)
+                added += 1
+        return added
+
 
 @dataclass
 class DatasetVersion:

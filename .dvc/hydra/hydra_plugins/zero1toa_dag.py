@@ -1,0 +1,46 @@
+"""The round plan for dvc.yaml, composed into params.yaml by DVC's Hydra integration.
+
+DVC's ``foreach`` needs a list or dict, but the number of rounds is an integer setting
+(``stages.spatial.rounds``). This module registers the OmegaConf resolver ``z1_dag`` that turns
+the two round counts into the plan ``dvc.yaml`` iterates over; ``.dvc/hydra/dvc_params.yaml``
+(the primary config DVC composes) calls it, so ``dvc exp run -S stages.spatial.rounds=3``
+composes a params.yaml with three spatial round stages.
+
+DVC imports every module under ``<hydra.plugins_path>/hydra_plugins`` before composing (Hydra's
+plugin discovery); ``zero1toa params`` loads this file directly. It must stay self-contained
+(no zero1toa import: DVC's process should not pay for torch); ``tests/test_dvc.py`` checks that
+it agrees with ``zero1toa.nodes.plan_rounds``.
+"""
+
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+
+def round_plan(spatial: int, temporal: int, progressive: bool = True) -> dict:
+    """{"rounds": {name: {stage, folder, inputs, reads}}, "final": folder of the last round}."""
+    rounds = {}
+    previous = None
+    for stage, count in (("spatial", int(spatial)), ("temporal", int(temporal))):
+        for i in range(1, count + 1):
+            folder = f"{stage}/round_{i}"
+            # what the round reads besides preprocess/ and head/ (two slots: dvc.yaml lists both)
+            inputs = [f"{previous}/dataset", f"{previous}/avatar"] if previous else ["preprocess", "head"]
+            # spatial rounds read no temporal settings while the schedule is progressive
+            if stage == "spatial" and bool(progressive):
+                reads = ["stages.spatial", "stages.spatial_iterations"]
+            else:
+                reads = ["stages.temporal", "stages.temporal_iterations"]
+            rounds[f"{stage}_{i}"] = {"stage": stage, "folder": folder, "inputs": inputs, "reads": reads}
+            previous = folder
+    return {"rounds": rounds, "final": previous}
+
+
+def _resolver(spatial, temporal, progressive=True):
+    if isinstance(progressive, str):
+        progressive = progressive.strip().lower() not in ("false", "0", "no")
+    return OmegaConf.create(round_plan(int(spatial), int(temporal), progressive))
+
+
+if not OmegaConf.has_resolver("z1_dag"):
+    OmegaConf.register_new_resolver("z1_dag", _resolver)

@@ -1,0 +1,171 @@
+"""The portrait flow end to end (smoke preset): caching, targeted re-runs, failures, retries, bad config.
+
+The tests share one run folder (``smoke_run``) and are written in the order a user would go:
+run, re-run, change an evaluation setting, change a temporal setting, delete an artifact, hit a
+failing node, hit a transient failure.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.request
+from pathlib import Path
+
+import pytest
+from pipeline_fixtures import orchestration, run_cli, smoke_run  # noqa: F401  (fixtures)
+
+from zero1toa.env import apply_defaults
+
+apply_defaults()
+
+ALL_NODES = ["preprocess", "fit_head", "spatial_1", "temporal_1", "evaluate", "export"]
+
+
+def _run(overrides, **kw):
+    from flows.config import compose
+    from flows.flow import run_portrait
+
+    return run_portrait("sample", compose(overrides), **kw)
+
+
+def _api(orch, path: str, body: dict) -> list:
+    req = urllib.request.Request(f"{orch.api_url}{path}", data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_full_flow_runs_every_node_and_reports_outputs(smoke_run):
+    s = smoke_run.first
+    assert list(s["nodes"]) == ALL_NODES
+    assert s["executed"] == ALL_NODES and s["cached"] == []
+    out = s["outputs"]
+    assert [Path(p).name for p in out["avatar"]] == ["avatar_neutral.ply"]
+    assert {Path(p).name for p in out["videos"]} == {"turntable.mp4", "expressions.mp4"}
+    assert all(Path(p).stat().st_size > 0 for p in out["avatar"] + out["videos"])
+    metrics = json.loads(Path(out["metrics"]).read_text())
+    assert metrics["num_gaussians"] > 0
+    # every node left its manifest, and its result record matches it
+    from zero1toa.nodes import read_run_manifests
+
+    manifests = read_run_manifests(smoke_run.run_dir)
+    assert set(manifests) == set(ALL_NODES)
+    from tasks.keys import output_digest
+
+    for node in ALL_NODES:
+        assert s["nodes"][node]["output_digest"] == output_digest(manifests[node])
+
+
+def test_second_run_executes_no_node(smoke_run):
+    s = _run(smoke_run.overrides)
+    assert s["executed"] == []
+    assert s["cached"] == ALL_NODES
+    # same artifacts as the first run
+    assert {n: v["output_digest"] for n, v in s["nodes"].items()} == {n: v["output_digest"] for n, v in smoke_run.first["nodes"].items()}
+
+
+def test_runs_show_on_the_prefect_server_with_states_durations_logs(smoke_run, orchestration):
+    if orchestration.api_url is None:
+        pytest.skip("Prefect was imported before the session fixture: running in ephemeral mode")
+    flow_run_id = smoke_run.first["flow_run_id"]
+    runs = _api(orchestration, "/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}, "limit": 50})
+    by_name = {r["name"]: r for r in runs}
+    assert set(ALL_NODES) <= set(by_name)
+    assert all(by_name[n]["state"]["type"] == "COMPLETED" for n in ALL_NODES)
+    assert by_name["spatial_1"]["total_run_time"] > 0
+    logs = _api(orchestration, "/logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200})
+    assert any("spatial_1 done" in entry["message"] for entry in logs), [entry["message"] for entry in logs][:10]
+
+
+def test_changing_an_evaluation_setting_reruns_only_evaluation(smoke_run):
+    changed = _run(smoke_run.overrides + ["evaluate.video_fps=12"])
+    assert changed["executed"] == ["evaluate"]
+    # back to the original setting: its cached evaluation no longer matches the files on disk
+    # (the evaluate folder now holds the other evaluation), so evaluate runs again, alone
+    back = _run(smoke_run.overrides)
+    assert back["executed"] == ["evaluate"]
+    assert back["nodes"]["evaluate"]["output_digest"] != changed["nodes"]["evaluate"]["output_digest"]
+
+
+def test_changing_a_temporal_setting_reruns_temporal_rounds_and_what_follows(smoke_run):
+    s = _run(smoke_run.overrides + ["stages.temporal_iterations=10"])
+    assert s["executed"] == ["temporal_1", "evaluate", "export"]
+    assert s["cached"] == ["preprocess", "fit_head", "spatial_1"]
+    back = _run(smoke_run.overrides)  # restore the shared run folder for the tests after this one
+    assert set(back["executed"]) <= {"temporal_1", "evaluate", "export"}
+
+
+def test_deleted_artifact_makes_its_node_run_again(smoke_run):
+    shutil.rmtree(smoke_run.run_dir / "export")
+    s = _run(smoke_run.overrides)
+    assert s["executed"] == ["export"]
+    assert (smoke_run.run_dir / "export" / "avatar_neutral.ply").exists()
+
+
+def test_failed_node_leaves_earlier_nodes_cached(smoke_run, monkeypatch):
+    from zero1toa import nodes
+
+    real = nodes.node_evaluate
+
+    def broken(run_dir, cfg):
+        raise ValueError("evaluation exploded (test)")
+
+    monkeypatch.setattr(nodes, "node_evaluate", broken)
+    with pytest.raises(ValueError, match="evaluation exploded"):
+        _run(smoke_run.overrides + ["evaluate.video_fps=10"])
+    monkeypatch.setattr(nodes, "node_evaluate", real)
+    s = _run(smoke_run.overrides + ["evaluate.video_fps=10"])
+    assert s["executed"] == ["evaluate"]  # everything before it came from the cache
+
+    from tasks import tracking as tr
+
+    c = tr.client()
+    exp = c.get_experiment_by_name(tr.experiment_name("smoke"))
+    failed = c.search_runs([exp.experiment_id], filter_string="attributes.status = 'FAILED'")
+    assert any(r.data.tags.get("zero1toa.node") == "evaluate" and "exploded" in r.data.tags.get("zero1toa.error", "") for r in failed)
+    assert any(r.data.tags.get("zero1toa.parent") == "true" for r in failed)  # the pipeline run failed too
+    _run(smoke_run.overrides)  # restore
+
+
+def test_transient_failure_is_retried(smoke_run, monkeypatch):
+    from zero1toa import nodes
+
+    real = nodes.node_export
+    calls = []
+
+    def flaky(run_dir, cfg):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("storage hiccup (test)")
+        return real(run_dir, cfg)
+
+    monkeypatch.setattr(nodes, "node_export", flaky)
+    shutil.rmtree(smoke_run.run_dir / "export")
+    s = _run(smoke_run.overrides, retries=1, retry_delays=[0.1])
+    assert len(calls) == 2
+    assert s["executed"] == ["export"]
+
+
+def test_non_transient_failure_is_not_retried(smoke_run, monkeypatch):
+    from tasks.execute import is_transient
+    from zero1toa.config import ConfigError
+
+    assert is_transient(OSError("disk")) and is_transient(TimeoutError()) and is_transient(RuntimeError("CUDA out of memory"))
+    assert not is_transient(ConfigError("bad")) and not is_transient(FileNotFoundError("x")) and not is_transient(ValueError("x"))
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [("train.optim.lrr=1", "train.optim.lrr"), ("+train.optim.lrr=1", "train.optim.lrr"), ("train.optim.means=fast", "train.optim.means")],
+)
+def test_bad_config_fails_before_any_work_naming_the_key(orchestration, tmp_path, override, named):
+    root = tmp_path / "runs"
+    r = run_cli(["run", "sample", "preset=smoke", f"run.root={root}", override], orchestration, timeout=120)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert named in r.stderr
+    assert not root.exists()  # no run folder, no input image, no flow
+
+
+def test_missing_portrait_fails_before_the_flow(orchestration, tmp_path):
+    r = run_cli(["run", str(tmp_path / "nope.jpg"), "preset=smoke", f"run.root={tmp_path}"], orchestration, timeout=120)
+    assert r.returncode == 1 and "portrait not found" in r.stderr

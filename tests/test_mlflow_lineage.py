@@ -1,0 +1,133 @@
+"""MLflow records of a pipeline run (parent + children, params, metrics, digests, artifacts) and
+`zero1toa lineage` / `zero1toa compare` reading them back."""
+
+from __future__ import annotations
+
+import io
+import json
+from argparse import Namespace
+from contextlib import redirect_stdout
+
+import pandas as pd
+import pytest
+from pipeline_fixtures import orchestration, smoke_run  # noqa: F401  (fixtures)
+
+from zero1toa.env import apply_defaults
+
+apply_defaults()
+
+NODES = ["preprocess", "fit_head", "spatial_1", "temporal_1", "evaluate", "export"]
+
+
+@pytest.fixture(scope="module")
+def client(smoke_run):
+    from tasks import tracking as tr
+
+    return tr.client()
+
+
+def _children(client, parent_id: str) -> dict:
+    parent = client.get_run(parent_id)
+    runs = client.search_runs([parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    return {r.data.tags["zero1toa.node"]: r for r in runs}
+
+
+def test_parent_run_with_one_child_per_node(smoke_run, client):
+    parent = client.get_run(smoke_run.first["parent_run_id"])
+    tags = parent.data.tags
+    assert parent.info.status == "FINISHED"
+    assert tags["zero1toa.parent"] == "true" and tags["zero1toa.launcher"] == "prefect"
+    assert tags["zero1toa.flow_run_id"] == smoke_run.first["flow_run_id"]
+    assert len(tags.get("mlflow.source.git.commit", "")) == 40  # the project is a git checkout
+    assert parent.data.params["stages.spatial.rounds"] == "1"  # the whole resolved config
+    assert parent.data.metrics["nodes_executed"] == len(NODES)
+    children = _children(client, parent.info.run_id)
+    assert set(children) == set(NODES)
+    for node, run in children.items():
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["zero1toa.flow_run_id"] == smoke_run.first["flow_run_id"]
+        assert run.data.tags["mlflow.source.git.commit"] == tags["mlflow.source.git.commit"]
+
+
+def test_children_hold_params_metrics_digests_and_artifacts(smoke_run, client):
+    from zero1toa.nodes import read_run_manifests
+
+    children = _children(client, smoke_run.first["parent_run_id"])
+    manifests = read_run_manifests(smoke_run.run_dir)
+    # params: the node's resolved config subtree
+    assert "train.optim.means" in children["spatial_1"].data.params
+    assert "evaluate.resolution" in children["evaluate"].data.params
+    assert "train.optim.means" not in children["evaluate"].data.params
+    # digests of every input and output, as in the manifests the nodes wrote
+    sp = children["spatial_1"].data.tags
+    first_round = smoke_run.first["nodes"]["spatial_1"]
+    assert sp["zero1toa.output_digest"] == first_round["output_digest"]
+    assert sp["zero1toa.trained_on_dataset"] == sp["zero1toa.out.dataset"]
+    assert {k for k in sp if k.startswith("zero1toa.in.")} == {f"zero1toa.in.{k}" for k in manifests["spatial_1"]["inputs"]}
+    # metrics: losses per step, timings, evaluation numbers
+    history = client.get_metric_history(children["spatial_1"].info.run_id, "loss/total")
+    assert len(history) >= 2 and sorted(m.step for m in history) == [m.step for m in sorted(history, key=lambda m: m.step)]
+    assert children["spatial_1"].data.metrics["time/total"] > 0
+    ev = children["evaluate"].data.metrics
+    assert ev["fps_render"] > 0 and "landmark_error" in ev and "psnr_reference" in ev
+    # artifacts: preview images, videos, the .ply
+    ex_files = [a.path for a in client.list_artifacts(children["export"].info.run_id, "export")]
+    assert "export/avatar_neutral.ply" in ex_files
+    ev_files = {a.path for a in client.list_artifacts(children["evaluate"].info.run_id, "evaluate")}
+    assert {"evaluate/contact_sheet.png", "evaluate/turntable.mp4"} <= ev_files
+    assert not client.list_artifacts(children["spatial_1"].info.run_id)  # datasets/checkpoints stay with DVC
+
+
+def test_cached_rerun_records_cached_children_pointing_at_producers(smoke_run, client):
+    from flows.config import compose
+    from flows.flow import run_portrait
+
+    s = run_portrait("sample", compose(smoke_run.overrides))
+    produced = set()
+    for parent in client.search_runs([client.get_run(s["parent_run_id"]).info.experiment_id], filter_string="tags.`zero1toa.parent` = 'true'"):
+        produced |= {r.info.run_id for n, r in _children(client, parent.info.run_id).items() if r.data.tags.get("zero1toa.cached") != "true"}
+    children = _children(client, s["parent_run_id"])
+    for node in s["cached"]:
+        tags = children[node].data.tags
+        assert tags["zero1toa.cached"] == "true"
+        assert tags["zero1toa.source_run_id"] in produced
+
+
+def _cli(module, **kwargs) -> str:
+    import importlib
+
+    mod = importlib.import_module(f"flows.commands.{module}")
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert mod.run(Namespace(**kwargs)) == 0
+    return buf.getvalue()
+
+
+def test_lineage_lists_the_chain(smoke_run):
+    root = smoke_run.run_dir.parent
+    text = _cli("lineage", run="smoke", root=root, csv=False, json=False, no_mlflow=False)
+    assert all(n in text for n in NODES) and "dataset version -> checkpoint" in text
+    df = pd.read_csv(io.StringIO(_cli("lineage", run="smoke", root=root, csv=True, json=False, no_mlflow=False)))
+    assert df["node"].tolist() == NODES
+    assert df["mlflow_run_id"].notna().all()  # every node traced to the MLflow run that produced its files
+    records = json.loads(_cli("lineage", run=str(smoke_run.run_dir), root=None, csv=False, json=True, no_mlflow=False))
+    rounds = {r["node"]: r for r in records}
+    assert rounds["spatial_1"]["trained_on"] == rounds["spatial_1"]["dataset"]
+    assert rounds["temporal_1"]["previous_dataset"] == rounds["spatial_1"]["dataset"]  # which version fed the next round
+    assert rounds["temporal_1"]["inputs"]["previous_avatar"] == rounds["spatial_1"]["checkpoint"]
+    by_parent = json.loads(_cli("lineage", run=smoke_run.first["parent_run_id"], root=None, csv=False, json=True, no_mlflow=False))
+    assert [r["node"] for r in by_parent] == NODES
+
+
+def test_compare_shows_what_differs(smoke_run):
+    from flows.config import compose
+    from flows.flow import run_portrait
+
+    b = run_portrait("sample", compose(smoke_run.overrides + ["evaluate.fps_warmup=0"]))
+    a = smoke_run.first["parent_run_id"]
+    out = json.loads(_cli("compare", run_a=a, run_b=b["parent_run_id"], root=None, all=False, json=True))
+    assert [r["key"] for r in out["params"]] == ["evaluate.fps_warmup"]
+    assert [r["key"] for r in out["nodes"]] == ["evaluate"]
+    same = json.loads(_cli("compare", run_a=a, run_b=a, root=None, all=False, json=True))
+    assert same["params"] == [] and same["nodes"] == [] and same["metrics"] == []
+    run_portrait("sample", compose(smoke_run.overrides))  # restore the shared run folder
