@@ -39,6 +39,7 @@ class Orchestration:
     root: Path  # temp folder of the session
     api_url: str | None  # the Prefect server's API (None: ephemeral mode)
     tracking_uri: str
+    server_problem: str | None = None  # why there is no server (None when there is one)
 
     def env(self, **extra: str) -> dict[str, str]:
         """Environment for subprocesses (CLI, DVC stages): same stores, the venv's scripts on PATH."""
@@ -61,16 +62,18 @@ def orchestration(tmp_path_factory):
     mp.delenv("MLFLOW_RUN_ID", raising=False)
     from flows import dashboard
 
-    api_url = None
-    if "prefect" not in sys.modules:  # a server only helps if Prefect has not frozen its settings yet
+    api_url, problem = None, None
+    if "prefect" in sys.modules:  # a server only helps if Prefect has not frozen its settings yet
+        problem = "Prefect was imported before the session fixture"
+    else:
         try:
-            svc = dashboard.start(prefect_port=dashboard.free_port(), root=root, timeout=120, services=("prefect",))[0]
+            svc = dashboard.start(prefect_port=dashboard.free_port(), root=root, timeout=180, services=("prefect",))[0]
             api_url = f"{svc.url}/api"
             mp.setenv("PREFECT_API_URL", api_url)
         except RuntimeError as exc:  # fall back to Prefect's ephemeral mode
-            print(f"(prefect server unavailable, ephemeral mode: {exc})")
+            problem = f"the Prefect server did not start: {exc}"
     try:
-        yield Orchestration(root, api_url, os.environ["MLFLOW_TRACKING_URI"])
+        yield Orchestration(root, api_url, os.environ["MLFLOW_TRACKING_URI"], problem)
     finally:
         _drain_prefect()  # send queued logs/events while the server is still there
         dashboard.stop_service("prefect", root=root)
