@@ -17,6 +17,12 @@ import torch  # noqa: E402
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+# Session fixtures of the orchestration tests, registered once here: imported into several
+# test modules instead, each module would get its own "session" instance (a second Prefect
+# server, a second smoke DAG run).
+from pipeline_fixtures import orchestration, smoke_run  # noqa: E402,F401
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

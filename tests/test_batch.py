@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pipeline_fixtures import SMOKE, orchestration  # noqa: F401  (fixture)
+from pipeline_fixtures import SMOKE  # the orchestration fixture comes from conftest
 
 from zero1toa.env import apply_defaults
 
@@ -28,7 +28,8 @@ def _portraits(folder: Path) -> Path:
     return folder
 
 
-def test_batch_helpers_name_runs_and_reject_clashes(tmp_path):
+def test_batch_helpers_name_runs_and_reject_clashes(orchestration, tmp_path):
+    # importing flows.batch imports Prefect: the session server must be configured first
     from flows.batch import find_portraits, portrait_configs, run_name_for
     from flows.config import compose
 

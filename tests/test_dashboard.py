@@ -8,7 +8,7 @@ import time
 import urllib.request
 
 import pytest
-from pipeline_fixtures import orchestration, run_cli  # noqa: F401  (fixture)
+from pipeline_fixtures import run_cli  # the orchestration fixture comes from conftest
 
 from zero1toa.env import apply_defaults
 

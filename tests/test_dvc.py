@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pipeline_fixtures import PROJECT, SMOKE, VENV_BIN, orchestration, run_cli  # noqa: F401  (fixture)
+from pipeline_fixtures import PROJECT, SMOKE, VENV_BIN, run_cli  # the orchestration fixture comes from conftest
 
 from zero1toa.env import apply_defaults
 

@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from pipeline_fixtures import orchestration, run_cli, smoke_run  # noqa: F401  (fixtures)
+from pipeline_fixtures import run_cli  # orchestration and smoke_run come from conftest
 
 from zero1toa.env import apply_defaults
 

@@ -16,7 +16,7 @@ import subprocess
 import time
 
 import pytest
-from pipeline_fixtures import SMOKE, VENV_BIN, orchestration  # noqa: F401  (fixture)
+from pipeline_fixtures import SMOKE, VENV_BIN  # the orchestration fixture comes from conftest
 
 from zero1toa.env import apply_defaults
 
