@@ -7,7 +7,6 @@ import json
 import time
 import urllib.request
 
-import pytest
 from pipeline_fixtures import run_cli  # the orchestration fixture comes from conftest
 
 from zero1toa.env import apply_defaults

@@ -21,7 +21,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

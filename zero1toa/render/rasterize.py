@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import Tensor
 
 RENDER_MODES = ("RGB", "RGB+ED", "RGB+D")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,6 @@ from ..render.camera import Cameras
 from ..render.landmark_maps import head_landmark_maps
 from ..train.trainer import TrainConfig, TrainResult, train_round
 from ..utils.io import digest_obj, read_json, write_json_atomic
-from ..utils.manifest import digest_path
 from .dataset import COLUMNS, DatasetVersion, ObjectStore, SampleTensors, rows_to_tensors, to_uint8, write_version
 
 log = logging.getLogger("zero1toa.symgen")

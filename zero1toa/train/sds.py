@@ -63,11 +63,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..avatar.checkpoint import TrainState, capture_rng, load_train_state, restore_rng, save_train_state
+
 from ..avatar.gaussians import BoundGaussians
 from ..avatar.render import render_avatar
 from ..head.base import HeadModel, HeadPose
-from .losses import LossConfig, regulariser_terms
+from .losses import regulariser_terms
 
 if TYPE_CHECKING:  # the trainer is imported inside the functions, so trainer.py may import SDSConfig from here
     from .trainer import TrainConfig, TrainResult
@@ -276,7 +276,7 @@ def sds_train(
     """
     from ..progressive.schedules import clip_cameras
     from ..render.landmark_maps import head_landmark_maps
-    from .trainer import TrainResult, _BoundedStrategy, _progress, _restore, make_optimizers
+    from .trainer import OptimisationLoop, TrainResult
 
     if not clips:
         raise ValueError("the SDS baseline needs at least one clip (views/expressions to distil)")
@@ -285,27 +285,8 @@ def sds_train(
     guidance = SDSGuidance(generator, reference.image, sds)
     R = guidance.resolution
     window = min(guidance.max_frames, sds.frames_per_step or guidance.max_frames)
-    gen = torch.Generator().manual_seed(seed)
-    optimizers = make_optimizers(gaussians, cfg.optim)
-    strategy = _BoundedStrategy(cfg.densify, iterations) if cfg.densify.enabled else None
-    history: list[dict] = []
-    start = 0
-    if checkpoint_path is not None and Path(checkpoint_path).exists():
-        st = load_train_state(checkpoint_path)
-        if st.round_name == round_name and st.extra.get("mode") == "sds":
-            _restore(gaussians, optimizers, strategy, st)
-            gen.set_state(st.extra["sampler_rng"])
-            restore_rng(st.rng)
-            history = list(st.extra.get("history", []))
-            start = st.step
-            log.info("%s: resuming SDS from iteration %d", round_name, start)
-        else:
-            log.warning("%s: ignoring checkpoint of %s", round_name, st.round_name)
-    if strategy is not None:
-        strategy.check(gaussians.params, optimizers)
-    decay = (cfg.optim.means_final / cfg.optim.means) ** (1.0 / max(iterations, 1))
-    for group in optimizers["means"].param_groups:
-        group["lr"] = cfg.optim.means * decay**start
+    loop = OptimisationLoop(gaussians, cfg, iterations, seed, checkpoint_path, round_name, "sds")
+    gen = loop.gen
 
     ref_cam = ref_target = ref_mask = None
     if sds.reference_weight > 0:
@@ -327,29 +308,9 @@ def sds_train(
             maps_cache[key] = (cams, expr, poses, maps)
         return maps_cache[key]
 
-    def save(step: int) -> None:
-        if checkpoint_path is None:
-            return
-        save_train_state(
-            checkpoint_path,
-            TrainState(
-                step=step,
-                params={k: v.detach().clone() for k, v in gaussians.params.items()},
-                optimizers={k: o.state_dict() for k, o in optimizers.items()},
-                strategy_state=dict(strategy.state) if strategy is not None else {},
-                sh_degree=gaussians.sh_degree,
-                round_name=round_name,
-                dataset_version="",
-                rng=capture_rng(),
-                extra={"mode": "sds", "sampler_rng": gen.get_state(), "history": history},
-            ),
-        )
-
     t_lo = max(1, int(round(sds.t_min * guidance.num_train_timesteps)))
-    running: dict[str, float] = {}
-    bar = _progress(range(start, iterations), progress, f"{round_name} (sds)", total=iterations, initial=start)
     with _frozen(guidance.modules()), _vae_in_float32(guidance.pipe.vae):
-        for step in bar:
+        for step in loop.steps(progress, f"{round_name} (sds)"):
             ci = int(torch.randint(0, len(clips), (1,), generator=gen))
             n_frames = clips[ci].num_frames
             n = min(window, n_frames)
@@ -363,9 +324,8 @@ def sds_train(
             noise = torch.randn(n, 4, h, w, generator=gen)
 
             out = render_avatar(gaussians, head, cams, expr, poses, cfg.background)
-            if strategy is not None:
-                for meta in out.metas:
-                    strategy.pre_backward(gaussians.params, optimizers, step, meta)
+            for meta in out.metas:
+                loop.pre_backward(step, meta)
             d_rgb, info = guidance.pixel_gradient(out.rgb, maps, t, noise)
             parts = regulariser_terms(gaussians.params, cfg.loss)
             weights = {"position": cfg.loss.position, "scale": cfg.loss.scale}
@@ -377,39 +337,20 @@ def sds_train(
                 parts["reference"] = (ref_out.rgb - ref_target).abs().mean() + (ref_out.alpha - ref_mask).abs().mean()
                 objective = objective + sds.reference_weight * parts["reference"]
             objective.backward()
-            for opt in optimizers.values():
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-            if strategy is not None:
-                merged = _merge_metas(out.metas)
-                if merged is not None:
-                    strategy.post_backward(gaussians.params, optimizers, step, merged)
-            for group in optimizers["means"].param_groups:
-                group["lr"] *= decay
+            loop.apply(step, _merge_metas(out.metas) if loop.strategy is not None else None)
             reg_total = sum(weights.get(k, sds.reference_weight) * float(v.detach()) for k, v in parts.items())
             row = {"total": sds.weight * info["sds"] + reg_total, "sds": info["sds"], **{k: float(v.detach()) for k, v in parts.items()}, "grad_norm": info["grad_norm"], "t": float(t)}
-            for k, v in row.items():
-                running[k] = running.get(k, 0.0) + v
-            if (step + 1) % cfg.log_every == 0 or step + 1 == iterations:
-                k_n = (step % cfg.log_every) + 1
-                logged = {"step": step + 1, **{k: v / k_n for k, v in running.items()}, "num_gaussians": gaussians.num_gaussians}
-                history.append(logged)
-                running = {}
-                if hasattr(bar, "set_postfix"):
-                    bar.set_postfix(sds=f"{logged['sds']:.3f}", t=int(logged["t"]), n=gaussians.num_gaussians)
-                if on_step is not None:
-                    on_step(step + 1, logged)
-            if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < iterations:
-                save(step + 1)
+            loop.record(step, row, {"sds": "{:.3f}", "t": "{:.0f}"}, on_step)
+            loop.maybe_save(step, {})
     active = {"sds": sds.weight, "position": cfg.loss.position, "scale": cfg.loss.scale}
     if sds.reference_weight > 0:
         active["reference"] = sds.reference_weight
     inactive = {k: "SDS baseline: no dataset to reconstruct" for k in ("l1", "ssim", "lpips", "alpha") if getattr(cfg.loss, k, 0) > 0}
     return TrainResult(
         steps=iterations,
-        losses=history,
+        losses=loop.history,
         seconds=time.perf_counter() - t0,
-        resumed_from=start,
+        resumed_from=loop.start,
         num_gaussians=gaussians.num_gaussians,
         active_terms={k: v for k, v in active.items() if v > 0},
         inactive_terms=inactive,

@@ -13,14 +13,14 @@ seeds, continues exactly as the uninterrupted run would have.
 from __future__ import annotations
 
 import logging
-import math
+
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
 import torch
-from torch import Tensor
+
 
 from ..avatar.checkpoint import TrainState, capture_rng, load_train_state, restore_rng, save_train_state
 from ..avatar.gaussians import BoundGaussians
@@ -152,6 +152,106 @@ class TrainResult:
     inactive_terms: dict[str, str]
 
 
+class OptimisationLoop:
+    """What every avatar training loop shares (the reconstruction trainer and the SDS baseline).
+
+    Adam per parameter group, the densification strategy, the sampling RNG, the position-lr
+    decay, averaged log rows, the progress bar, and checkpoint save/resume: a checkpoint is
+    accepted when it belongs to the same round and ``mode``; ``extra`` carries what the caller
+    needs to continue (its data source, say) and comes back through :attr:`resumed_extra`.
+    """
+
+    def __init__(
+        self,
+        gaussians: BoundGaussians,
+        cfg: TrainConfig,
+        iterations: int,
+        seed: int,
+        checkpoint_path: Path | None,
+        round_name: str,
+        mode: str,
+        dataset_version: str = "",
+    ) -> None:
+        self.gaussians, self.cfg, self.iterations = gaussians, cfg, iterations
+        self.checkpoint_path, self.round_name, self.mode, self.dataset_version = checkpoint_path, round_name, mode, dataset_version
+        self.gen = torch.Generator().manual_seed(seed)
+        self.optimizers = make_optimizers(gaussians, cfg.optim)
+        self.strategy = _BoundedStrategy(cfg.densify, iterations) if cfg.densify.enabled else None
+        self.start = 0
+        self.history: list[dict] = []
+        self.resumed_extra: dict | None = None
+        self._running: dict[str, float] = {}
+        if checkpoint_path is not None and Path(checkpoint_path).exists():
+            st = load_train_state(checkpoint_path)
+            if st.round_name == round_name and st.extra.get("mode", "symgen") == mode:
+                _restore(gaussians, self.optimizers, self.strategy, st)
+                self.gen.set_state(st.extra["sampler_rng"])
+                restore_rng(st.rng)
+                self.history = list(st.extra.get("history", []))
+                self.start = st.step
+                self.resumed_extra = st.extra
+                log.info("%s: resuming %s from iteration %d", round_name, mode, self.start)
+            else:
+                log.warning("%s: ignoring checkpoint of %s (%s)", round_name, st.round_name, st.extra.get("mode", "symgen"))
+        if self.strategy is not None:
+            self.strategy.check(gaussians.params, self.optimizers)
+        self.decay = (cfg.optim.means_final / cfg.optim.means) ** (1.0 / max(iterations, 1))
+        for group in self.optimizers["means"].param_groups:
+            group["lr"] = cfg.optim.means * self.decay**self.start
+
+    def steps(self, progress: bool, desc: str):
+        self.bar = _progress(range(self.start, self.iterations), progress, desc, total=self.iterations, initial=self.start)
+        return self.bar
+
+    def pre_backward(self, step: int, info: dict) -> None:
+        if self.strategy is not None:
+            self.strategy.pre_backward(self.gaussians.params, self.optimizers, step, info)
+
+    def apply(self, step: int, info: dict | None) -> None:
+        """Adam step on every group, densification with ``info`` (None: skip), position-lr decay."""
+        for opt in self.optimizers.values():
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        if self.strategy is not None and info is not None:
+            self.strategy.post_backward(self.gaussians.params, self.optimizers, step, info)
+        for group in self.optimizers["means"].param_groups:
+            group["lr"] *= self.decay
+
+    def record(self, step: int, values: dict[str, float], postfix: dict[str, str], on_step=None) -> None:
+        """Accumulate this step's values; every ``log_every`` steps append their average to the history."""
+        for k, v in values.items():
+            self._running[k] = self._running.get(k, 0.0) + v
+        if (step + 1) % self.cfg.log_every == 0 or step + 1 == self.iterations:
+            n = (step % self.cfg.log_every) + 1
+            row = {"step": step + 1, **{k: v / n for k, v in self._running.items()}, "num_gaussians": self.gaussians.num_gaussians}
+            self.history.append(row)
+            self._running = {}
+            if hasattr(self.bar, "set_postfix"):
+                self.bar.set_postfix(**{k: fmt.format(row[k]) for k, fmt in postfix.items()}, n=self.gaussians.num_gaussians)
+            if on_step is not None:
+                on_step(step + 1, row)
+
+    def maybe_save(self, step: int, extra: dict) -> None:
+        """Checkpoint after ``step`` on the configured cadence (never after the last step)."""
+        done = step + 1
+        if self.checkpoint_path is None or not self.cfg.checkpoint_every or done % self.cfg.checkpoint_every or done >= self.iterations:
+            return
+        save_train_state(
+            self.checkpoint_path,
+            TrainState(
+                step=done,
+                params={k: v.detach().clone() for k, v in self.gaussians.params.items()},
+                optimizers={k: o.state_dict() for k, o in self.optimizers.items()},
+                strategy_state=dict(self.strategy.state) if self.strategy is not None else {},
+                sh_degree=self.gaussians.sh_degree,
+                round_name=self.round_name,
+                dataset_version=self.dataset_version,
+                rng=capture_rng(),
+                extra={"mode": self.mode, "sampler_rng": self.gen.get_state(), "history": self.history, **extra},
+            ),
+        )
+
+
 def train_round(
     gaussians: BoundGaussians,
     head: HeadModel,
@@ -168,54 +268,12 @@ def train_round(
     """Optimise ``gaussians`` on ``data`` for ``iterations`` steps (resuming if a checkpoint exists)."""
     t0 = time.perf_counter()
     loss_fn = AvatarLoss(cfg.loss)
-    gen = torch.Generator().manual_seed(seed)
-    start = 0
-    history: list[dict] = []
-    optimizers = make_optimizers(gaussians, cfg.optim)
-    strategy = _BoundedStrategy(cfg.densify, iterations) if cfg.densify.enabled else None
-
-    if checkpoint_path is not None and Path(checkpoint_path).exists():
-        st = load_train_state(checkpoint_path)
-        if st.round_name == round_name:
-            _restore(gaussians, optimizers, strategy, st)
-            data.load_state(st.extra["data"])
-            gen.set_state(st.extra["sampler_rng"])
-            restore_rng(st.rng)
-            history = list(st.extra.get("history", []))
-            start = st.step
-            log.info("%s: resuming from iteration %d", round_name, start)
-        else:
-            log.warning("%s: ignoring checkpoint of %s", round_name, st.round_name)
-    if strategy is not None:
-        strategy.check(gaussians.params, optimizers)
-
-    decay = (cfg.optim.means_final / cfg.optim.means) ** (1.0 / max(iterations, 1))
-    for group in optimizers["means"].param_groups:
-        group["lr"] = cfg.optim.means * decay**start
-
-    def save(step: int) -> None:
-        if checkpoint_path is None:
-            return
-        save_train_state(
-            checkpoint_path,
-            TrainState(
-                step=step,
-                params={k: v.detach().clone() for k, v in gaussians.params.items()},
-                optimizers={k: o.state_dict() for k, o in optimizers.items()},
-                strategy_state=dict(strategy.state) if strategy is not None else {},
-                sh_degree=gaussians.sh_degree,
-                round_name=round_name,
-                dataset_version=dataset_version,
-                rng=capture_rng(),
-                extra={"data": data.state(), "sampler_rng": gen.get_state(), "history": history},
-            ),
-        )
-
-    bar = _progress(range(start, iterations), progress, round_name, total=iterations, initial=start)
-    running: dict[str, float] = {}
-    for step in bar:
-        if data.maybe_refresh(step, gaussians):
-            pass  # the data source swapped in refreshed frames
+    loop = OptimisationLoop(gaussians, cfg, iterations, seed, checkpoint_path, round_name, "symgen", dataset_version)
+    if loop.resumed_extra is not None:
+        data.load_state(loop.resumed_extra["data"])
+    gen = loop.gen
+    for step in loop.steps(progress, round_name):
+        data.maybe_refresh(step, gaussians)  # the SymGEN update, on its own cadence
         t = data.tensors
         idx = int(torch.randint(0, t.frames.shape[0], (1,), generator=gen))
         cams = Cameras(t.viewmats[idx : idx + 1], t.Ks[idx : idx + 1], t.resolution, t.resolution)
@@ -223,36 +281,18 @@ def train_round(
         pose.jaw = t.jaws[idx : idx + 1]
         out = render_avatar(gaussians, head, cams, t.expressions[idx : idx + 1], pose, cfg.background)
         info = out.metas[0]
-        if strategy is not None:
-            strategy.pre_backward(gaussians.params, optimizers, step, info)
+        loop.pre_backward(step, info)
         crop_at = tuple(torch.rand(2, generator=gen).tolist())
         loss, parts = loss_fn(out.rgb, out.alpha, t.frames[idx : idx + 1], t.masks[idx : idx + 1], gaussians.params, crop_at)
         loss.backward()
-        for opt in optimizers.values():
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        if strategy is not None:
-            strategy.post_backward(gaussians.params, optimizers, step, info)
-        for group in optimizers["means"].param_groups:
-            group["lr"] *= decay
-        for k, v in {"total": float(loss.detach()), **parts}.items():
-            running[k] = running.get(k, 0.0) + v
-        if (step + 1) % cfg.log_every == 0 or step + 1 == iterations:
-            n = (step % cfg.log_every) + 1
-            row = {"step": step + 1, **{k: v / n for k, v in running.items()}, "num_gaussians": gaussians.num_gaussians}
-            history.append(row)
-            running = {}
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{row['total']:.3f}", l1=f"{row['l1']:.4f}", n=gaussians.num_gaussians)
-            if on_step is not None:
-                on_step(step + 1, row)
-        if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < iterations:
-            save(step + 1)
+        loop.apply(step, info)
+        loop.record(step, {"total": float(loss.detach()), **parts}, {"loss": "{:.3f}", "l1": "{:.4f}"}, on_step)
+        loop.maybe_save(step, {"data": data.state()})
     return TrainResult(
         steps=iterations,
-        losses=history,
+        losses=loop.history,
         seconds=time.perf_counter() - t0,
-        resumed_from=start,
+        resumed_from=loop.start,
         num_gaussians=gaussians.num_gaussians,
         active_terms=loss_fn.active_terms,
         inactive_terms=loss_fn.inactive_terms,
@@ -279,7 +319,5 @@ def _progress(it, enabled: bool, desc: str, total: int, initial: int):
     return tqdm(it, desc=desc, total=total, initial=initial, leave=False, dynamic_ncols=True, mininterval=1.0)
 
 
-def describe(cfg: TrainConfig) -> dict:
-    return asdict(cfg)
 
 
