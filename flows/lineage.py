@@ -30,17 +30,8 @@ KEY_PARAMS = {
     "evaluate": ("evaluate.resolution",),
     "export": ("export.expressions",),
 }
-KEY_METRICS = (
-    "final_loss",
-    "num_gaussians",
-    "resumed_from_iteration",
-    "reprojection_error_px",
-    "psnr_reference",
-    "ssim_reference",
-    "landmark_error",
-    "fps_render",
-    "clip_score_vit_b_32",
-)
+from tasks.execute import KEY_METRICS  # noqa: E402  (one list: what summaries and lineage show)
+
 SUBTREE = {"preprocess": "preprocess", "fit_head": "head", "evaluate": "evaluate", "export": "export"}
 
 

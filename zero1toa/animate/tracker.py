@@ -41,7 +41,6 @@ beside the animation, so users can edit and reuse it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -55,6 +54,7 @@ from torch import Tensor
 
 from ..head.base import MEDIAPIPE_468, HeadModel, HeadPose
 from ..head.lbs import axis_angle_to_matrix, matrix_to_axis_angle
+from ..utils.threads import torch_threads
 
 log = logging.getLogger("zero1toa.animate")
 
@@ -413,23 +413,8 @@ def track_frames(
         raise ValueError(f"tracker translation must be xyz, xy or none, got {cfg.translation!r}")
     runner = runner or default_runner()
     t_start = time.perf_counter()
-    with _torch_threads(cfg.num_threads):
+    with torch_threads(cfg.num_threads):
         return _track(frames, head, fps, cfg, runner, progress, total, t_start)
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``n`` torch threads, then restore (tiny per-frame algebra: extra
-    threads only spin, and on shared cores that made tracking several times slower)."""
-    before = torch.get_num_threads()
-    if n is None or n == before:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _track(frames, head: HeadModel, fps: float, cfg: TrackerConfig, runner, progress: bool, total: int | None, t_start: float) -> TrackResult:

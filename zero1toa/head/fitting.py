@@ -41,11 +41,9 @@ with the same inputs give identical results (``seed`` is recorded only).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -54,6 +52,7 @@ import torch
 from torch import Tensor
 
 from ..render.camera import Cameras, focal_from_fov, intrinsics, project_points
+from ..utils.threads import torch_threads
 from .base import MEDIAPIPE_468, HeadModel, HeadPose
 from .lbs import axis_angle_to_matrix
 
@@ -250,20 +249,6 @@ class _Camera:
         return vm
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``n`` intra-op threads, then restore (a process-wide setting)."""
-    before = torch.get_num_threads()
-    if n is None or n == before:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def fit_head_to_landmarks(
     head: HeadModel,
     landmarks_2d: Tensor,
@@ -292,7 +277,7 @@ def fit_head_to_landmarks(
     keep an identity.
     """
     cfg = config or FitConfig()
-    with _torch_threads(cfg.num_threads):
+    with torch_threads(cfg.num_threads):
         return _fit(head, landmarks_2d, landmark_ids, image_size, init_focal_px, fit_shape, fit_expression, iterations, seed, region_weights, landmark_weights, fit_jaw, convention, cfg)
 
 
