@@ -192,4 +192,4 @@ def test_exp_run_with_generator_and_round_count(repo):
         assert f"Running stage '{stage}'" in r.stdout
     assert "Running stage 'preprocess'" not in r.stdout  # the portrait's preprocessing is reused
     shown = json.dumps(json.loads(repo.run("dvc", "exp", "show", "--json").stdout))
-    assert "tiny-3" in shown and "fps-one" in shown
+    assert "tiny-3" in shown  # (the fps-one experiment belongs to another test, which may be deselected)
