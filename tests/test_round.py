@@ -174,3 +174,15 @@ def test_sds_baseline_rounds_through_the_same_node(fitted_run, tmp_path):
     assert all(round_is_complete(run, p) for p in plan_rounds(cfg))
     with pytest.raises(Exception, match="generator=animatediff"):
         from_dict({"train": {"mode": "sds"}})
+
+
+def test_training_with_a_progress_bar(fitted_run, tmp_path, capsys):
+    """The interactive path (tqdm bar with loss postfix), which the other tests switch off."""
+    cfg_dict = json.loads(json.dumps(SMOKE))
+    cfg_dict["run"]["progress"] = True
+    cfg_dict["stages"]["spatial_iterations"] = 10
+    run = _run_copy(fitted_run, tmp_path / "bar")
+    m = node_round(run, from_dict(cfg_dict), "spatial_1")
+    assert m["extra"]["losses"][-1]["step"] == 10
+    err = capsys.readouterr().err
+    assert "spatial_1" in err and "loss=" in err

@@ -340,7 +340,7 @@ def sds_train(
             loop.apply(step, _merge_metas(out.metas) if loop.strategy is not None else None)
             reg_total = sum(weights.get(k, sds.reference_weight) * float(v.detach()) for k, v in parts.items())
             row = {"total": sds.weight * info["sds"] + reg_total, "sds": info["sds"], **{k: float(v.detach()) for k, v in parts.items()}, "grad_norm": info["grad_norm"], "t": float(t)}
-            loop.record(step, row, {"sds": "{:.3f}", "t": "{:.0f}"}, on_step)
+            loop.record(step, row, {"sds": ("sds", "{:.3f}"), "t": ("t", "{:.0f}")}, on_step)
             loop.maybe_save(step, {})
     active = {"sds": sds.weight, "position": cfg.loss.position, "scale": cfg.loss.scale}
     if sds.reference_weight > 0:

@@ -217,8 +217,11 @@ class OptimisationLoop:
         for group in self.optimizers["means"].param_groups:
             group["lr"] *= self.decay
 
-    def record(self, step: int, values: dict[str, float], postfix: dict[str, str], on_step=None) -> None:
-        """Accumulate this step's values; every ``log_every`` steps append their average to the history."""
+    def record(self, step: int, values: dict[str, float], postfix: dict[str, tuple[str, str]], on_step=None) -> None:
+        """Accumulate this step's values; every ``log_every`` steps append their average to the history.
+
+        ``postfix``: what the progress bar shows, ``{label: (key in values, format)}``.
+        """
         for k, v in values.items():
             self._running[k] = self._running.get(k, 0.0) + v
         if (step + 1) % self.cfg.log_every == 0 or step + 1 == self.iterations:
@@ -227,7 +230,7 @@ class OptimisationLoop:
             self.history.append(row)
             self._running = {}
             if hasattr(self.bar, "set_postfix"):
-                self.bar.set_postfix(**{k: fmt.format(row[k]) for k, fmt in postfix.items()}, n=self.gaussians.num_gaussians)
+                self.bar.set_postfix(**{label: fmt.format(row[key]) for label, (key, fmt) in postfix.items()}, n=self.gaussians.num_gaussians)
             if on_step is not None:
                 on_step(step + 1, row)
 
@@ -286,7 +289,7 @@ def train_round(
         loss, parts = loss_fn(out.rgb, out.alpha, t.frames[idx : idx + 1], t.masks[idx : idx + 1], gaussians.params, crop_at)
         loss.backward()
         loop.apply(step, info)
-        loop.record(step, {"total": float(loss.detach()), **parts}, {"loss": "{:.3f}", "l1": "{:.4f}"}, on_step)
+        loop.record(step, {"total": float(loss.detach()), **parts}, {"loss": ("total", "{:.3f}"), "l1": ("l1", "{:.4f}")}, on_step)
         loop.maybe_save(step, {"data": data.state()})
     return TrainResult(
         steps=iterations,
