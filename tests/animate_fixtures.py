@@ -34,18 +34,9 @@ def smoke_config(root: Path, name: str = "animate_smoke") -> dict:
 @functools.lru_cache(maxsize=2)
 def build_animate_smoke(root: Path, name: str = "animate_smoke") -> Path:
     """The smoke run folder (``<root>/<name>``) with ``spatial/round_1/avatar``."""
-    from zero1toa import nodes
-    from zero1toa.config import from_dict
-    from zero1toa.sample import write_sample_portrait
+    from evaluate_fixtures import build_run
 
-    root = Path(root)
-    cfg = from_dict(smoke_config(root, name))
-    run = root / name
-    image = write_sample_portrait(root / f"{name}_portrait.png")
-    nodes.node_preprocess(image, run, cfg)
-    nodes.node_fit_head(run, cfg)
-    nodes.node_round(run, cfg, "spatial_1")
-    return run
+    return build_run(Path(root), name, smoke_config(Path(root), name))
 
 
 def synthetic_driving_video(

@@ -42,22 +42,27 @@ def smoke_dict(root: Path, name: str = "smoke", evaluate: dict | None = None) ->
     }
 
 
-@functools.lru_cache(maxsize=4)
-def build_smoke_run(root: Path, name: str = "smoke") -> Path:
-    """preprocess -> fit_head -> spatial_1 -> temporal_1 on the sample portrait (no evaluate)."""
+def build_run(root: Path, name: str, config: dict) -> Path:
+    """preprocess -> fit_head -> every round of ``config`` on the sample portrait (no evaluate)."""
     from zero1toa import nodes
     from zero1toa.config import from_dict
     from zero1toa.sample import write_sample_portrait
 
     root = Path(root)
-    cfg = from_dict(smoke_dict(root, name))
+    cfg = from_dict(config)
     run = root / name
     image = write_sample_portrait(root / f"{name}_portrait.png")
     nodes.node_preprocess(image, run, cfg)
     nodes.node_fit_head(run, cfg)
-    nodes.node_round(run, cfg, "spatial_1")
-    nodes.node_round(run, cfg, "temporal_1")
+    for plan in nodes.plan_rounds(cfg):
+        nodes.node_round(run, cfg, plan.name)
     return run
+
+
+@functools.lru_cache(maxsize=4)
+def build_smoke_run(root: Path, name: str = "smoke") -> Path:
+    """preprocess -> fit_head -> spatial_1 -> temporal_1 on the sample portrait (no evaluate)."""
+    return build_run(root, name, smoke_dict(Path(root), name))
 
 
 @functools.lru_cache(maxsize=4)
