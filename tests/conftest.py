@@ -33,6 +33,24 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
+def portrait():
+    """The bundled sample portrait as uint8 [512, 512, 3], read-only (shared by the session)."""
+    from zero1toa.sample import sample_portrait
+
+    image = sample_portrait()
+    image.setflags(write=False)
+    return image
+
+
+@pytest.fixture(scope="session")
+def runner():
+    """One face detection + face mesh runner (TFLite interpreters) for the whole session."""
+    from zero1toa.preprocess.facemesh import FaceMeshRunner
+
+    return FaceMeshRunner()
+
+
+@pytest.fixture(scope="session")
 def sample_image(tmp_path_factory) -> Path:
     from zero1toa.sample import write_sample_portrait
 

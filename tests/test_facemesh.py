@@ -16,17 +16,6 @@ from zero1toa.preprocess import facemesh as fm
 from zero1toa.preprocess.errors import FaceTooSmall, LandmarksFailed, NoFaceFound, PreprocessWarning
 from zero1toa.preprocess.facemesh import MeshIndex as MI
 from zero1toa.preprocess.image_io import load_image
-from zero1toa.sample import sample_portrait
-
-
-@pytest.fixture(scope="module")
-def runner() -> fm.FaceMeshRunner:
-    return fm.FaceMeshRunner()
-
-
-@pytest.fixture(scope="module")
-def portrait() -> np.ndarray:
-    return sample_portrait()
 
 
 @pytest.fixture(scope="module")

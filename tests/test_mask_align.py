@@ -17,22 +17,11 @@ from zero1toa.preprocess import facemesh as fm
 from zero1toa.preprocess.align import align_crop, eye_roll_deg, invert_affine, transform_points, warp_affine_aa
 from zero1toa.preprocess.facemesh import MeshIndex as MI
 from zero1toa.preprocess.mask import clean_mask, foreground_mask, grabcut_seeds
-from zero1toa.sample import sample_portrait
 
 _LOCAL_WHEELS = [
     os.environ.get("ZERO1TOA_MEDIAPIPE_WHEEL", ""),
     "/tmp/mpw/mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl",
 ]
-
-
-@pytest.fixture(scope="module")
-def runner() -> fm.FaceMeshRunner:
-    return fm.FaceMeshRunner()
-
-
-@pytest.fixture(scope="module")
-def portrait() -> np.ndarray:
-    return sample_portrait()
 
 
 @pytest.fixture(scope="module")

@@ -25,12 +25,7 @@ from zero1toa.preprocess.errors import (
     record_warning,
 )
 from zero1toa.preprocess.image_io import decode_image, load_image
-from zero1toa.sample import sample_portrait, write_sample_portrait
-
-
-@pytest.fixture(scope="module")
-def portrait() -> np.ndarray:
-    return sample_portrait()
+from zero1toa.sample import write_sample_portrait
 
 
 def _codes(loaded) -> list[str]:
