@@ -220,3 +220,24 @@ def test_node_and_cli(evaluated, tmp_path, capsys):
     assert "psnr_reference" in printed and "null: no local weights for ViT-B/32" in printed
     assert read_json(copy / "evaluate" / "manifest.json")["extra"]["avatar_folder"] == "spatial/round_1"
     assert math.isfinite(read_json(copy / "evaluate" / "metrics.json")["psnr_reference"])
+
+
+def test_identity_per_yaw_and_dataset_consistency_are_reported(evaluated):
+    """Every run (not only benchmark runs) gets the dlib identity sweep and dataset consistency."""
+    run, cfg, manifest = evaluated
+    m = read_json(run / "evaluate" / "metrics.json")
+    ident = m["details"]["identity"]
+    assert set(ident["per_yaw"]) == {f"{y:+.0f}" for y in cfg.identity_yaw_deg}
+    assert ident["reference_face_found"] is True
+    for yaw, row in ident["per_yaw"].items():
+        assert (row["distance"] is None) == (not row["face_found"]), yaw
+    for a in (0, 30, 60, 90):
+        key = f"identity_distance_{a}"
+        assert m[key] is None or 0.0 <= m[key] < 2.0
+        assert (m[key] is None) == (key in m["reasons"])
+        assert key in manifest["metrics"]
+    rounds = m["details"]["dataset_consistency"]["per_round"]
+    assert [r["round"] for r in rounds] == ["spatial/round_1", "temporal/round_1"]
+    assert rounds[-1]["samples"] > rounds[0]["samples"]
+    assert (m["dataset_consistency_final"] is None) == (rounds[-1]["views"] is None)
+    assert "heldout" not in m["details"]  # not a benchmark run: no truth, no held-out metrics

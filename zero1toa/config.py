@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 from .avatar.gaussians import InitConfig
+from .bench.simulated import SimulatorConfig
 from .head.facemesh_rig import RigConfig
 from .preprocess.pipeline import HeadFitConfig, PreprocessConfig
 from .progressive.schedules import SpatialConfig, TemporalConfig
@@ -33,7 +34,7 @@ class ConfigError(ValueError):
 class GeneratorConfig:
     """Which pseudo ground-truth generator SymGEN uses."""
 
-    kind: str = "reprojection"  # reprojection (embedded, weight-free) | animatediff | tiny
+    kind: str = "reprojection"  # reprojection (embedded, weight-free) | animatediff | tiny | simulated (benchmark instrument)
     resolution: int = 256  # dataset frame size (the avatar trains at this resolution)
     supersample: int = 2  # reprojection: antialiasing factor
     model_dir: str | None = None  # animatediff: local folder with the pipeline components
@@ -46,6 +47,12 @@ class GeneratorConfig:
     prompt: str = "a high quality photo of a person's head, studio lighting"
     negative_prompt: str = "blurry, deformed, low quality"
     cpu_offload: bool = False
+    # simulated: a test instrument for the ground-truth benchmark, never a model. It renders the
+    # truth subject in truth_dir and corrupts it at this inconsistency level (0|low|medium|high or
+    # a multiplier of the simulator's per-knob magnitudes; see zero1toa/bench/simulated.py).
+    truth_dir: str | None = None
+    inconsistency: str | float = "medium"
+    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
 
 
 @dataclass
@@ -85,6 +92,14 @@ class EvaluateConfig:
     stability_frames: int = 24  # frames of the slow ramps (neutral -> smile, small camera yaw) for temporal stability
     stability_yaw_deg: float = 10.0  # the camera ramp's total yaw
     device: str = "auto"  # auto | cpu | cuda: where evaluation renders (FPS is measured there)
+    # Identity: dlib face-recognition distance between the photo and renders at these yaws.
+    identity_yaw_deg: list[float] = field(default_factory=lambda: [-90.0, -60.0, -30.0, 0.0, 30.0, 60.0, 90.0])
+    identity_size: int = 512  # renders for face recognition are made at this size
+    # Held-out metrics against a truth subject (the ground-truth benchmark); null: not a benchmark run.
+    truth_dir: str | None = None
+    heldout_yaw_step_deg: float = 15.0  # held-out views: yaw -180..180 at this step ...
+    heldout_elevations_deg: list[float] = field(default_factory=lambda: [-20.0, 0.0, 20.0])  # ... x these elevations
+    heldout_expression_yaws_deg: list[float] = field(default_factory=lambda: [-30.0, 0.0, 30.0])
     video_frames: int = 48
     video_fps: int = 24
 
@@ -229,11 +244,23 @@ def node_params(cfg: Config, node: str) -> dict:
     return {k: subtree(cfg, k) for k in NODE_KEYS[node]}
 
 
+def _level_ok(level: str | float) -> bool:
+    from .bench.simulated import level_value
+
+    try:
+        level_value(level)
+    except ValueError:
+        return False
+    return True
+
+
 def validate(cfg: Config) -> None:
     """Value checks that types alone cannot express (each message names its key)."""
     checks = [
         (cfg.preprocess.resolution >= 64, "preprocess.resolution must be at least 64"),
-        (cfg.generator.kind in ("reprojection", "animatediff", "tiny"), f"generator.kind must be reprojection, animatediff or tiny, got {cfg.generator.kind!r}"),
+        (cfg.generator.kind in ("reprojection", "animatediff", "tiny", "simulated"), f"generator.kind must be reprojection, animatediff, tiny or simulated, got {cfg.generator.kind!r}"),
+        (cfg.generator.kind != "simulated" or bool(cfg.generator.truth_dir), "generator.truth_dir must name a truth subject folder when generator.kind=simulated (python benchmarks/truth.py --build-only --out DIR)"),
+        (_level_ok(cfg.generator.inconsistency), f"generator.inconsistency must be 0, low, medium, high or a number >= 0, got {cfg.generator.inconsistency!r}"),
         (cfg.generator.resolution >= 32, "generator.resolution must be at least 32"),
         (cfg.generator.kind != "animatediff" or bool(cfg.generator.model_dir), "generator.model_dir must name a local folder when generator.kind=animatediff"),
         (cfg.head.kind in ("facemesh", "flame"), f"head.kind must be facemesh or flame, got {cfg.head.kind!r}"),
@@ -250,8 +277,8 @@ def validate(cfg: Config) -> None:
         (cfg.evaluate.device in ("auto", "cpu", "cuda"), f"evaluate.device must be auto, cpu or cuda, got {cfg.evaluate.device!r}"),
         (cfg.train.mode in ("symgen", "sds"), f"train.mode must be symgen or sds, got {cfg.train.mode!r}"),
         (
-            cfg.train.mode != "sds" or cfg.generator.kind in ("animatediff", "tiny"),
-            "train.mode=sds distils from a diffusion model: use generator=animatediff (or generator=tiny for a test)",
+            cfg.train.mode != "sds" or cfg.generator.kind in ("animatediff", "tiny", "simulated"),
+            "train.mode=sds distils from a diffusion model: use generator=animatediff (or generator=tiny for a test, generator=simulated for the benchmark)",
         ),
     ]
     for ok, message in checks:

@@ -54,6 +54,13 @@ CORE_KEYS = (
     "determinism_max_abs_diff",
     "fps_render",
     "fps_animate_render",
+    "identity_distance_0",
+    "identity_distance_30",
+    "identity_distance_60",
+    "identity_distance_90",
+    "identity_found_fraction",
+    "dataset_consistency_final",
+    "dataset_refresh_change_final",
 )
 
 
@@ -314,6 +321,59 @@ def _fps(sheet: MetricSheet, scene, cfg: EvaluateConfig, device: torch.device) -
     sheet.details["fps"] = {k: v for k, v in res.items() if k not in ("fps_render", "fps_animate_render")}
 
 
+def _identity(sheet: MetricSheet, scene, reference, cfg: EvaluateConfig) -> None:
+    """dlib face-identity distance photo <-> renders per yaw (see evaluate/identity.py)."""
+    from .identity import FaceIdentity, IdentityUnavailable, identity_sweep
+
+    keys = tuple(k for k in CORE_KEYS if k.startswith("identity_"))
+    try:
+        identity = FaceIdentity()
+    except IdentityUnavailable as exc:
+        sheet.fail(keys, str(exc))
+        return
+    yaws = list(cfg.identity_yaw_deg)
+    renders = scene.render_still(scene.cameras(yaws, resolution=cfg.identity_size), scene.reference_expression, scene.reference_jaw)
+    images = {float(y): _to_face_image(r, 1) for y, r in zip(yaws, renders)}
+    values, reasons, details = identity_sweep(identity, _to_face_image(reference.image, 1), images)
+    for key in sorted(set(values) | set(keys)):
+        sheet.set(key, values.get(key), reasons.get(key, "" if key in values else f"yaw {key.rsplit('_', 1)[-1]} is not in evaluate.identity_yaw_deg"))
+    sheet.details["identity"] = {**details, "render_size": cfg.identity_size}
+
+
+def _dataset_consistency(sheet: MetricSheet, run_dir: Path) -> None:
+    from .consistency import run_consistency
+
+    folders = [m["folder"] for m in round_manifests(run_dir)]
+    rows = run_consistency(run_dir, folders)
+    sheet.details["dataset_consistency"] = {
+        "per_round": rows,
+        "meaning": "mean |difference| (intensity 0..1) of frames showing the same view and expression: across clips (views) and before/after a refresh (refresh); 0 = consistent",
+    }
+    if not rows:
+        sheet.fail(("dataset_consistency_final", "dataset_refresh_change_final"), "the run has no dataset version (SDS rounds write none)")
+        return
+    last = rows[-1]
+    sheet.set("dataset_consistency_final", last["views"], last.get("views_reason", ""))
+    sheet.set("dataset_refresh_change_final", last["refresh"], last.get("refresh_reason", ""))
+
+
+def _heldout(sheet: MetricSheet, out: Path, scene, reference, cfg: EvaluateConfig) -> None:
+    """Held-out views/expressions against the truth subject (ground-truth benchmark runs only)."""
+    from ..bench.heldout import AvatarVsTruth, HeldoutSpec, comparison_sheet, heldout_metrics
+    from ..bench.truth import TruthSubject
+
+    truth = TruthSubject.load(Path(cfg.truth_dir))
+    vs = AvatarVsTruth(scene.gaussians, scene.head, scene.reference_expression, scene.reference_jaw, truth, scene.background)
+    spec = HeldoutSpec(cfg.resolution, cfg.heldout_yaw_step_deg, list(cfg.heldout_elevations_deg), list(cfg.heldout_expression_yaws_deg), scene.background)
+    values, reasons, details, _ = heldout_metrics(vs, spec)
+    for key, v in values.items():
+        sheet.set(key, v, reasons.get(key, ""))
+    sheet.details["heldout"] = details
+    from .visuals import save_png
+
+    save_png(out / "heldout.png", comparison_sheet(vs, [0.0, 60.0, 120.0, 180.0, -120.0, -60.0], cfg.resolution))
+
+
 # ----------------------------------------------------------------------------- the node
 
 
@@ -388,6 +448,15 @@ def evaluate_run(run_dir: Path, avatar_folder: str, cfg: EvaluateConfig, seed: i
         with timer("temporal"):
             keys = ("temporal_change_expression", "temporal_jitter_expression", "temporal_change_camera", "temporal_jitter_camera", "determinism_max_abs_diff")
             sheet.guarded(keys, "temporal stability", lambda: _temporal(sheet, scene, cfg))
+        with timer("identity"):
+            sheet.guarded(tuple(k for k in CORE_KEYS if k.startswith("identity_")), "face identity", lambda: _identity(sheet, scene, reference, cfg))
+        with timer("dataset_consistency"):
+            sheet.guarded(("dataset_consistency_final", "dataset_refresh_change_final"), "dataset consistency", lambda: _dataset_consistency(sheet, run_dir))
+        if cfg.truth_dir:
+            from ..bench.heldout import HELDOUT_KEYS
+
+            with timer("heldout"):
+                sheet.guarded(HELDOUT_KEYS, "held-out metrics against the truth subject", lambda: _heldout(sheet, out, scene, reference, cfg))
         with timer("fps"):
             sheet.guarded(("fps_render", "fps_animate_render"), "render FPS", lambda: _fps(sheet, scene, cfg, device))
         with timer("videos"):
@@ -408,13 +477,16 @@ def evaluate_run(run_dir: Path, avatar_folder: str, cfg: EvaluateConfig, seed: i
         write_json_atomic(out / "summary.json", dict(sheet.values))  # numbers only: a clean `dvc exp show` target
 
         outputs = {p.relative_to(out).as_posix(): digest_path(p) for p in sorted(out.rglob("*")) if p.is_file()}
+        inputs = {"avatar": digest_path(avatar_dir), "preprocess": digest_path(run_dir / "preprocess"), "head": digest_path(run_dir / "head")}
+        if cfg.truth_dir:
+            inputs["truth_subject"] = digest_path(Path(cfg.truth_dir))
         timings = {**timer.timings, "total": round(time.perf_counter() - t_start, 3)}
         manifest = Manifest(
             node="evaluate",
             params=asdict(cfg),
-            inputs={"avatar": digest_path(avatar_dir), "preprocess": digest_path(run_dir / "preprocess"), "head": digest_path(run_dir / "head")},
+            inputs=inputs,
             outputs=outputs,
-            code_version=code_version("zero1toa.evaluate"),
+            code_version=code_version("zero1toa.evaluate", *(("zero1toa.bench",) if cfg.truth_dir else ())),
             seed=seed,
             timings=timings,
             metrics={k: v for k, v in sheet.values.items()},

@@ -52,6 +52,10 @@ def build_generator(cfg, head, reference, seed: int = 0) -> VideoGenerator:
             face_labels=labels,
             config=ReprojectionConfig(resolution=cfg.resolution, supersample=cfg.supersample),
         )
+    if cfg.kind == "simulated":  # the ground-truth benchmark's instrument (never a model)
+        from ..bench.simulated import build_simulated
+
+        return build_simulated(cfg, head, reference)
     if cfg.kind in ("animatediff", "tiny"):
         from .diffusion import AnimateDiffControlNetGenerator, DiffusionSettings
 

@@ -403,10 +403,23 @@ def run_sds_round(
     work.mkdir(parents=True, exist_ok=True)
     write_json_atomic(marker, digest)
     tt = time.perf_counter()
-    result = sds_train(
-        gaussians, head, reference, generator, spec.clips, spec.iterations, train_cfg, spec.seed,
-        sds=sds_cfg, checkpoint_path=work / "checkpoint.pt", round_name=spec.name, progress=progress,
-    )  # fmt: skip
+    if getattr(generator, "pipeline", None) is None:
+        # An image generator (the benchmark's simulated one): SDS's mechanism is a fresh target
+        # from the current render at a random strength every step, used once.
+        from .fresh_targets import FreshTargets, clip_frames
+        from .trainer import train_round
+
+        cams, expr, jaws = clip_frames(spec.clips, reference, generator.info.resolution)
+        source = FreshTargets(head, reference.image, generator, cams, expr, jaws, (sds_cfg.t_min, sds_cfg.t_max), spec.seed, train_cfg.background)
+        result = train_round(
+            gaussians, head, source, spec.iterations, train_cfg, spec.seed,
+            checkpoint_path=work / "checkpoint.pt", round_name=spec.name, progress=progress,
+        )  # fmt: skip
+    else:
+        result = sds_train(
+            gaussians, head, reference, generator, spec.clips, spec.iterations, train_cfg, spec.seed,
+            sds=sds_cfg, checkpoint_path=work / "checkpoint.pt", round_name=spec.name, progress=progress,
+        )  # fmt: skip
     timings = {"train": round(time.perf_counter() - tt, 3)}
     avatar_dir = save_avatar(
         out_dir / "avatar",
