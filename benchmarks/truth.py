@@ -82,6 +82,7 @@ QUICK_ROWS = ["full@0", "static@0", "sds@0", "full@medium", "static@medium", "no
 FULL_ROWS = [f"{v}@{lv}" for lv in LEVELS for v in ("full", "static", "no_progressive", "sds")] + ["reprojection@none"]
 KEYS = [
     "psnr_heldout_views",
+    "psnr_heldout_front",
     "psnr_heldout_seen",
     "psnr_heldout_unseen",
     "psnr_heldout_expressions",
@@ -233,6 +234,7 @@ def table(rows: list[dict]) -> str:
     cols = ["variant", "inconsistency"] + KEYS + ["seconds"]
     short = {
         "psnr_heldout_views": "PSNR views",
+        "psnr_heldout_front": "PSNR |yaw|<=90",
         "psnr_heldout_seen": "PSNR seen",
         "psnr_heldout_unseen": "PSNR unseen",
         "psnr_heldout_expressions": "PSNR expr.",
@@ -262,7 +264,7 @@ def gaps(rows: list[dict]) -> list[str]:
         for other in ("static", "sds", "no_progressive"):
             o = by.get((other, level))
             if o and f["psnr_heldout_views"] is not None and o["psnr_heldout_views"] is not None:
-                out.append(f"inconsistency {level}: full - {other} = {f['psnr_heldout_views'] - o['psnr_heldout_views']:+.2f} dB held-out views, {_diff(f, o, 'psnr_heldout_unseen')} dB unseen, sharpness {_fmt(f['sharpness_ratio'])} vs {_fmt(o['sharpness_ratio'])}")
+                out.append(f"inconsistency {level}: full - {other} = {f['psnr_heldout_views'] - o['psnr_heldout_views']:+.2f} dB held-out views, {_diff(f, o, 'psnr_heldout_front')} dB at |yaw| <= 90, {_diff(f, o, 'psnr_heldout_unseen')} dB unseen, sharpness {_fmt(f['sharpness_ratio'])} vs {_fmt(o['sharpness_ratio'])}")
     oracle = by.get(("full", "0"))
     med = by.get(("full", "medium"))
     if oracle and med:

@@ -59,22 +59,36 @@ def test_round_writes_a_new_version_and_keeps_the_old(two_rounds):
     assert v2.parent == v1.digest
     d = diff_versions(v1, v2)
     assert len(d["added"]) == 2 * 3  # two temporal clips of three frames
-    assert d["unchanged"] == 2 * 3  # spatial clips are not refreshed in the temporal stage
+    # the stalest-first policy covers the whole dataset: the spatial clips are refreshed in the
+    # temporal round too (the first version never refreshed them after their stage)
+    assert len(d["refreshed"]) == 2 * 3 and d["unchanged"] == 0
     assert m2["metrics"]["refreshes"] == 3  # iterations 10, 20, 30 (refresh_every=10)
-    refreshed = v2.table[v2.table["stage"] == "temporal"]
-    assert (refreshed["refresh_count"] > 0).any() and (refreshed["source_avatar"].str.startswith("temporal_1@")).any()
+    assert set(v2.table["last_refreshed"].str.split("@").str[0]) == {"temporal_1"}
+    refreshed_now = {c for e in m2["extra"]["refresh_log"] for c in e["clips"]}
+    assert refreshed_now == set(v2.table["clip_id"])  # every clip of the dataset, once or more
+    # lineage: a refreshed frame names the avatar it was refined from by content digest
+    mid = v2.table[v2.table["refresh_count"] > 0]["source_avatar"]
+    assert len(mid) and mid.str.fullmatch(r"[0-9a-f]{64}").all()
     assert (run / "spatial" / "round_1" / ".work").exists() is False  # working state cleaned up
 
 
-def test_refreshed_samples_change_and_untouched_share_bytes(two_rounds):
+def test_refreshed_samples_change_and_frames_are_shared(two_rounds):
+    from zero1toa.symgen.dataset import ObjectStore
+
     run, cfg, m1, m2 = two_rounds
-    v2 = load_version(run / "temporal" / "round_1" / "dataset")
     v1 = load_version(run / "spatial" / "round_1" / "dataset")
-    sid = v1.table["sample_id"].iloc[0]
-    d1 = v1.table.set_index("sample_id").loc[sid, "frame"]
-    d2 = v2.table.set_index("sample_id").loc[sid, "frame"]
-    assert d1 == d2 and os.stat(v1.file_for(d1)).st_ino == os.stat(v2.file_for(d2)).st_ino
-    # within the spatial round, refreshed clips differ from their first generation
+    v2 = load_version(run / "temporal" / "round_1" / "dataset")
+    old = v1.table.set_index("sample_id")
+    new = v2.table.set_index("sample_id")
+    store = ObjectStore(run / "objects")
+    for sid in old.index:
+        assert new.at[sid, "frame"] != old.at[sid, "frame"], sid
+        a = store.get(old.at[sid, "frame"]).astype(float)
+        b = store.get(new.at[sid, "frame"]).astype(float)
+        assert abs(a - b).mean() > 0.05, sid  # regenerated pixels, not just a new digest
+    # version folders hard-link the run's object store (one copy of every frame)
+    d = new["frame"].iloc[0]
+    assert os.stat(v2.file_for(d)).st_ino == os.stat(store.path(d)).st_ino
     assert m1["metrics"]["refreshes"] == 3
 
 
@@ -186,3 +200,17 @@ def test_training_with_a_progress_bar(fitted_run, tmp_path, capsys):
     assert m["extra"]["losses"][-1]["step"] == 10
     err = capsys.readouterr().err
     assert "spatial_1" in err and "loss=" in err
+
+
+def test_refresh_schedule_predicts_what_the_rounds_did(two_rounds):
+    """`zero1toa schedule`'s coverage table comes from the same decisions the rounds take."""
+    from collections import Counter
+
+    from zero1toa.nodes import refresh_schedule
+
+    run, cfg, m1, m2 = two_rounds
+    sched = refresh_schedule(cfg)
+    for name, man in (("spatial_1", m1), ("temporal_1", m2)):
+        did = Counter(c for e in man["extra"]["refresh_log"] for c in e["clips"])
+        predicted = sched[sched["round"] == name].set_index("clip_id")["refreshes"].to_dict()
+        assert {c: n for c, n in predicted.items() if n} == dict(did), name

@@ -142,6 +142,38 @@ def round_clips(cfg: Config, plan: RoundPlan, head, reference) -> list:
     return clips
 
 
+def round_clip_ids(cfg: Config, plan: RoundPlan) -> list[str]:
+    """The ids :func:`round_clips` gives a round's new clips (no head needed)."""
+    from .progressive.schedules import clip_id
+
+    n = cfg.stages.spatial.clips_per_round if plan.stage == "spatial" else cfg.stages.temporal.clips_per_round
+    if cfg.stages.progressive:
+        return [clip_id(plan.stage, plan.index, c) for c in range(n)]
+    half, offset = max(1, n // 2), 0 if plan.stage == "spatial" else 1000
+    ids = [clip_id("spatial", plan.index + offset, c) for c in range(half)] + [clip_id("temporal", plan.index + offset, c) for c in range(n - half)]
+    return [f"{plan.stage}-{i}" for i in ids]
+
+
+def refresh_schedule(cfg: Config):
+    """Which clips every round of ``cfg`` refreshes, how often (a pandas table; nothing is run)."""
+    from .symgen.refresh import simulate_refreshes
+
+    rounds = []
+    for plan in plan_rounds(cfg):
+        spatial = plan.stage == "spatial"
+        rounds.append(
+            {
+                "name": plan.name,
+                "stage": plan.stage,
+                "iterations": cfg.stages.spatial_iterations if spatial else cfg.stages.temporal_iterations,
+                "new_clips": round_clip_ids(cfg, plan),
+                "max_clips": cfg.stages.spatial.max_clips if spatial else cfg.stages.temporal.max_clips,
+            }
+        )
+    sym = cfg.symgen
+    return simulate_refreshes(rounds, sym.refresh_policy, sym.clips_per_refresh, sym.refresh_every if sym.update_dataset else 0)
+
+
 def _round_strength(cfg: Config, plan: RoundPlan) -> float:
     n = cfg.stages.spatial.rounds if plan.stage == "spatial" else cfg.stages.temporal.rounds
     f = 0.0 if n <= 1 else plan.index / (n - 1)
@@ -263,7 +295,7 @@ def node_round(run_dir: Path, cfg: Config, name: str) -> dict:
     if version is not None:
         outputs = {"dataset": version.digest, **outputs}
         metrics["dataset_samples"] = len(version)
-        extra.update({"dataset_diff": result.diff, "trained_on_dataset": version.digest})
+        extra.update({"dataset_diff": result.diff, "trained_on_dataset": version.digest, "refresh_log": result.refresh_log})
     manifest = Manifest(
         node=name,
         params=node_params(cfg, "round"),

@@ -89,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
     from zero1toa.nodes import run_dir_for
 
     keys.node_kind(cfg, name)  # unknown node names fail before any work
+    from zero1toa.preflight import check_assets
+
+    check_assets(cfg)  # and so does a missing weight folder or file
     run_dir = run_dir_for(cfg).resolve()
     upstream = keys.upstream_from_disk(cfg, run_dir, name)
     image = None

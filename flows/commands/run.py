@@ -43,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
     from flows.config import compose
 
     cfg = compose(args.overrides)  # bad keys/values fail here, before any work or Prefect start-up
+    from zero1toa.preflight import check_assets
+
+    check_assets(cfg)  # every missing weight folder / file, listed at once
 
     from flows.dashboard import use_dashboard_if_running
 

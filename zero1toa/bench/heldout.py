@@ -6,7 +6,9 @@ what no training frame showed exactly:
 (a) **views**: yaw -180..180 every ``yaw_step_deg`` x elevations (default -20/0/+20) at the
     photo's expression; PSNR and SSIM inside the union of the two silhouettes (so a missing or
     extra piece of head costs, the shared background does not), split into pixels the photo saw
-    (``psnr_heldout_seen``) and the rest (``psnr_heldout_unseen``: sides, back, under the chin);
+    (``psnr_heldout_seen``) and the rest (``psnr_heldout_unseen``: sides, back, under the chin),
+    and restricted to ``|yaw| <= 90`` (``psnr_heldout_front``: the range the spatial schedule
+    trains on, at angles and elevations it did not use);
 (b) **expressions**: combinations and magnitudes beyond the temporal stage's range (which mixes at
     most two presets up to magnitude ``magnitude_end`` = 1.2), at three views;
 (c) **sharpness ratio**: high-frequency energy (squared Laplacian of the luminance) of the avatar's
@@ -46,6 +48,7 @@ HELDOUT_EXPRESSIONS: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = (
 
 HELDOUT_KEYS = (
     "psnr_heldout_views",
+    "psnr_heldout_front",
     "psnr_heldout_seen",
     "psnr_heldout_unseen",
     "ssim_heldout_views",
@@ -142,6 +145,10 @@ def heldout_metrics(scene: AvatarVsTruth, spec: HeldoutSpec) -> tuple[dict, dict
     seen = union & (r["seen"] > 0.5)
     unseen = union & ~seen
     values["psnr_heldout_views"] = _pooled_psnr(r["avatar"], r["truth"], union)
+    # the views the progressive schedule reaches (|yaw| <= 90): held-out angles and elevations,
+    # but not the back of the head, which no training clip shows
+    front = torch.from_numpy(np.abs(yaws) <= 90.0)[:, None, None, None]
+    values["psnr_heldout_front"] = _pooled_psnr(r["avatar"], r["truth"], union & front)
     values["psnr_heldout_seen"] = _pooled_psnr(r["avatar"], r["truth"], seen)
     values["psnr_heldout_unseen"] = _pooled_psnr(r["avatar"], r["truth"], unseen)
     values["ssim_heldout_views"] = _masked_ssim(r["avatar"], r["truth"], union)

@@ -30,6 +30,9 @@ class GeneratorInfo:
     overlap: int  # frames shared by consecutive windows
     deterministic: bool  # same request + seed -> same frames
     weights: str = "none"  # what weights it uses (for the run's licence/lineage record)
+    # how its landmark conditions are drawn (render/landmark_maps.py): "project", or
+    # "mediapipe_face" for models trained on the MediaPipe-face annotator's maps
+    landmark_style: str = "project"
 
 
 @dataclass

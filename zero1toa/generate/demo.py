@@ -45,7 +45,7 @@ def generate_demo(generator: VideoGenerator, head, reference, out_dir: Path, fra
     poses = clip.poses()
     with torch.no_grad():
         verts = head.animate(expr, poses)
-        maps = head_landmark_maps(head, verts, cams)
+        maps = head_landmark_maps(head, verts, cams, style=generator.info.landmark_style)
     t0 = time.perf_counter()
     result = generator.generate(
         GenerationRequest(reference=reference.image, landmark_maps=maps, init_frames=None, strength=1.0, seed=seed, cameras=cams, expressions=expr, poses=poses)
@@ -54,6 +54,9 @@ def generate_demo(generator: VideoGenerator, head, reference, out_dir: Path, fra
     name = generator.info.name
     video = write_video(out_dir / f"{name}.mp4", result.frames, fps)
     lmv = write_video(out_dir / f"{name}_landmarks.mp4", maps, fps)
+    # the exact condition images the model was fed, one PNG per frame
+    for i, m in enumerate(to_uint8_frames(maps)):
+        write_png(out_dir / "conditions" / f"{i:03d}.png", m)
     step = max(1, frames // 8)
     picks = list(range(0, frames, step))[:8]
     gen_u8, map_u8 = to_uint8_frames(result.frames), to_uint8_frames(maps)

@@ -306,6 +306,7 @@ class AnimateDiffControlNetGenerator(VideoGenerator):
             overlap=overlap,
             deterministic=True,
             weights=weights,
+            landmark_style="mediapipe_face",  # the MediaPipe-face ControlNet's training annotator
         )
 
     # ------------------------------------------------------------------ loading

@@ -84,6 +84,11 @@ class Clip:
         return p
 
 
+def clip_id(stage: str, round_index: int, index: int) -> str:
+    """The id of a schedule clip (what datasets and refresh logs name it by)."""
+    return f"{stage}-r{round_index}-c{index}"
+
+
 def _ease(t: np.ndarray) -> np.ndarray:
     """Smooth 0 -> 1 (zero velocity at both ends): sweeps start and stop gently."""
     return t * t * (3 - 2 * t)
@@ -113,7 +118,7 @@ def spatial_clips(
         elev_end = rng.uniform(*cfg.elevation_deg)
         clips.append(
             Clip(
-                clip_id=f"spatial-r{round_index}-c{c}",
+                clip_id=clip_id("spatial", round_index, c),
                 stage="spatial",
                 round_index=round_index,
                 yaws_deg=yaw_end * t,
@@ -185,7 +190,7 @@ def temporal_clips(
             source = "synthetic"
         clips.append(
             Clip(
-                clip_id=f"temporal-r{round_index}-c{c}",
+                clip_id=clip_id("temporal", round_index, c),
                 stage="temporal",
                 round_index=round_index,
                 yaws_deg=np.full(T_, yaw),

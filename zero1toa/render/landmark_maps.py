@@ -1,5 +1,11 @@
 """Landmark maps: the conditioning images of landmark-driven portrait video generators.
 
+Two styles, chosen by the generator (``GeneratorInfo.landmark_style``):
+
+- ``"project"``: the project's own maps (below), for the embedded generator and our tests;
+- ``"mediapipe_face"``: pixel-exact to the annotator a pretrained MediaPipe-face ControlNet was
+  trained on (controlnet_aux's ``mediapipe_face_common``): see :func:`draw_annotator_maps`.
+
 A map draws a head model's 468-point face-mesh landmarks (and iris points when present),
 projected by a camera, as coloured contours on black: face outline, brows, eyes with pupils,
 nose, outer and inner lips, one colour per part ("expression-aware" style of Follow-Your-Emoji /
@@ -109,8 +115,76 @@ def draw_landmark_maps(
     return torch.from_numpy(out).permute(0, 3, 1, 2).float() / 255.0
 
 
-def head_landmark_maps(head, vertices: Tensor, cameras: Cameras, occlusion: bool = True) -> Tensor:
+#: The MediaPipe-face annotator's drawing, as the *final RGB* image holds it. Its DrawingSpec
+#: colours are written into a canvas mediapipe treats as BGR and the channels are reversed at the
+#: end, so e.g. the right eye's spec (10, 200, 180) lands as RGB (180, 200, 10). Parts in drawing
+#: order; "left"/"right" are the subject's (MediaPipe's naming); no nose, lips in one colour.
+ANNOTATOR_PARTS: tuple[tuple[str, tuple[int, int, int]], ...] = (
+    ("face_oval", (10, 200, 10)),
+    ("left_eye", (180, 200, 10)[::-1]),
+    ("left_eyebrow", (180, 220, 10)[::-1]),
+    ("right_eye", (10, 200, 180)[::-1]),
+    ("right_eyebrow", (10, 220, 180)[::-1]),
+    ("lips", (10, 180, 10)),
+)
+#: Pupils: a 4 x 4 square at the iris centres (468 right, 473 left) after the lines.
+ANNOTATOR_PUPILS: dict[int, tuple[int, int, int]] = {T.IRIS_CENTER_RIGHT: (10, 200, 250)[::-1], T.IRIS_CENTER_LEFT: (250, 200, 10)[::-1]}
+ANNOTATOR_THICKNESS = 2  # cv2.line thickness, 8-connected, no anti-aliasing, integer pixels
+ANNOTATOR_PUPIL_HALFWIDTH = 2
+
+
+def draw_annotator_maps(landmarks: Tensor, landmark_ids: Tensor, cameras: Cameras) -> Tensor:
+    """Maps drawn exactly as controlnet_aux's MediaPipe-face annotator draws detected landmarks.
+
+    Its conventions: black canvas; each connection of the six parts a ``cv2.line`` of thickness 2
+    (``LINE_8``) between integer pixels ``min(floor(x * W), W - 1)`` (a landmark's normalised x
+    times the width; our projections are already in pixels with the same convention); every
+    landmark drawn whether or not it is hidden (a face-mesh detector reports all 478); pupils as
+    squares ``[y-2:y+2, x-2:x+2]``. -> [C, 3, H, W] float in [0, 1].
+    """
+    import cv2
+
+    C, H, W = len(cameras), cameras.height, cameras.width
+    uv, depth = project_points(landmarks, cameras)
+    uv = uv.detach().cpu().numpy()
+    front = (depth > 0).cpu().numpy()
+    row_of = {int(i): r for r, i in enumerate(landmark_ids.tolist())}
+    topo = T.facemesh_topology()
+    out = np.zeros((C, H, W, 3), np.uint8)
+
+    def pixel(c: int, r: int) -> tuple[int, int]:
+        x, y = uv[c, r]
+        return min(int(np.floor(x)), W - 1), min(int(np.floor(y)), H - 1)
+
+    for c in range(C):
+        img = out[c]
+        for part, colour in ANNOTATOR_PARTS:
+            for a, b in topo.parts[part]:
+                ra, rb = row_of.get(a), row_of.get(b)
+                if ra is None or rb is None or not (front[c, ra] and front[c, rb]):
+                    continue
+                cv2.line(img, pixel(c, ra), pixel(c, rb), colour, ANNOTATOR_THICKNESS)
+        for centre, colour in ANNOTATOR_PUPILS.items():
+            r = row_of.get(centre)
+            if r is None or not front[c, r]:
+                continue
+            x, y = uv[c, r]
+            if not (0 <= x < W and 0 <= y < H):
+                continue
+            xi, yi, hw = int(x), int(y), ANNOTATOR_PUPIL_HALFWIDTH
+            img[max(0, yi - hw) : yi + hw, max(0, xi - hw) : xi + hw] = colour
+    return torch.from_numpy(out).permute(0, 3, 1, 2).float() / 255.0
+
+
+LANDMARK_STYLES = ("project", "mediapipe_face")
+
+
+def head_landmark_maps(head, vertices: Tensor, cameras: Cameras, occlusion: bool = True, style: str = "project") -> Tensor:
     """Landmark maps of animated head vertices [C, V, 3] seen by ``cameras`` -> [C, 3, H, W]."""
     lmk = head.landmarks(vertices)
+    if style == "mediapipe_face":
+        return draw_annotator_maps(lmk, head.landmark_embedding.indices, cameras)
+    if style != "project":
+        raise ValueError(f"unknown landmark map style {style!r}; known: {', '.join(LANDMARK_STYLES)}")
     vis = landmark_visibility(lmk, vertices, head.faces, cameras) if occlusion else None
     return draw_landmark_maps(lmk, head.landmark_embedding.indices, cameras, vis)

@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from ..train.samples import SampleTensors
 from ..utils.io import atomic_dir, atomic_path, digest_obj, read_json, sha256_bytes, write_json_atomic
 
 DATASET_FORMAT = "zero1toa-dataset/1"
@@ -43,9 +44,11 @@ COLUMNS = (
     "stage",  # spatial | temporal
     "clip_round",  # round name that created the clip
     "generated_round",  # round name that last (re)generated the frame
-    "refresh_count",
+    "refresh_count",  # how often the clip was regenerated after it entered the dataset
+    "last_refreshed",  # "<round>@<iteration>" of the frame's latest (re)generation
+    "refresh_order",  # run-wide counter of (re)generations: the smallest is the stalest clip
     "generator",
-    "source_avatar",  # digest of the avatar parameters the frame was refined from ("none": from scratch)
+    "source_avatar",  # digest of the avatar the frame was refined from (an avatar folder's digest, or of its parameters mid-round; "init:<digest>" for the initial Gaussians)
     "strength",
     "seed",
     "clip_source",  # synthetic | sequence:<file>
@@ -229,19 +232,6 @@ def diff_versions(old: DatasetVersion, new: DatasetVersion) -> dict[str, list[st
         "refreshed": sorted(k for k in set(a) & set(b) if a[k] != b[k]),
         "unchanged": sum(1 for k in set(a) & set(b) if a[k] == b[k]),
     }
-
-
-@dataclass
-class SampleTensors:
-    """The dataset decoded for training (frames exactly as stored: 8-bit quantised)."""
-
-    frames: Tensor  # [N, 3, H, W]
-    masks: Tensor  # [N, 1, H, W]
-    viewmats: Tensor  # [N, 4, 4]
-    Ks: Tensor  # [N, 3, 3]
-    expressions: Tensor  # [N, E]
-    jaws: Tensor  # [N, 3]
-    resolution: int
 
 
 def rows_to_tensors(table: pd.DataFrame, load_png) -> SampleTensors:

@@ -1,21 +1,24 @@
-"""One SymGEN round: refresh the pseudo ground-truth dataset from the avatar, train the avatar on it.
+"""One SymGEN round: generate the round's clips, then train and refresh in turn.
 
 Symbiotic generation (Zero-1-to-A): the video generator's outputs are cached in an updatable
 dataset; the avatar is trained on that dataset with reconstruction losses (not SDS); and the
 dataset is refreshed by running the generator *from the avatar's current renders*, so the
 pseudo ground truth grows more consistent as the avatar improves and vice versa.
 
-A round here:
-1. takes the previous dataset version, drops the oldest clips of its stage beyond the stage's
-   clip budget, and adds the round's new clips (from the progressive schedule), generated with
-   the current avatar's renders as ``init_frames``;
-2. trains the avatar for the round's iterations; every ``refresh_every`` iterations (paper: 30)
-   the next ``clips_per_refresh`` clips of the round's stage (round-robin) are re-rendered from
-   the avatar and regenerated with the round's ``strength`` (the SymGEN update);
-3. writes the new immutable dataset version and the new avatar, each with a manifest.
+A round reads top-down (:func:`run_round`):
 
-Everything in between lives in ``<round>/.work`` (working table + training checkpoint), so a
-killed round resumes where it stopped and produces the same result.
+1. **generate**: take the previous dataset version, drop the oldest clips of the round's stage
+   beyond the stage's clip budget, and add the round's new clips (from the progressive schedule),
+   generated with the current avatar's renders as ``init_frames``;
+2. **train and refresh in turn**: the trainer optimises for ``refresh_every`` iterations (paper:
+   30) on the dataset (plus the reference photo itself, a permanent target with
+   ``reference_weight``), then the refresh policy (:mod:`.refresh`) picks clips, which are
+   re-rendered from the avatar and regenerated with the round's ``strength``; repeat;
+3. **write** the new immutable dataset version and the new avatar, each with a manifest.
+
+The trainer knows nothing of datasets or refreshes: it trains on what it is handed. Everything in
+between lives in ``<round>/.work`` (the working table after each refresh as parquet, the
+training checkpoint), so a killed round resumes where it stopped and produces the same result.
 """
 
 from __future__ import annotations
@@ -39,9 +42,11 @@ from ..head.base import HeadModel
 from ..progressive.schedules import Clip, clip_cameras
 from ..render.camera import Cameras
 from ..render.landmark_maps import head_landmark_maps
-from ..train.trainer import TrainConfig, TrainResult, train_round
-from ..utils.io import digest_obj, read_json, write_json_atomic
-from .dataset import COLUMNS, DatasetVersion, ObjectStore, SampleTensors, rows_to_tensors, to_uint8, write_version
+from ..train.samples import SampleTensors
+from ..train.trainer import Trainer, TrainConfig, TrainResult
+from ..utils.io import atomic_path, digest_obj, read_json, sha256_bytes, write_json_atomic
+from .dataset import COLUMNS, DatasetVersion, ObjectStore, rows_to_tensors, to_uint8, write_version
+from .refresh import clips_per_event, clips_to_drop, pick_clips, refresh_steps
 
 log = logging.getLogger("zero1toa.symgen")
 
@@ -49,14 +54,20 @@ log = logging.getLogger("zero1toa.symgen")
 @dataclass
 class SymGenConfig:
     """The dataset update rule. Paper: refresh every 30 avatar iterations; which clips and how
-    strongly is open: here round-robin over the round's stage, strength decaying over rounds."""
+    strongly is open: here the stalest clips of the whole dataset first, enough per refresh that
+    every clip is refreshed once per round, strength decaying over a stage's rounds."""
 
     refresh_every: int = 30
-    clips_per_refresh: int = 1
+    refresh_policy: str = "stalest"  # stalest | stage_round_robin (see symgen/refresh.py)
+    clips_per_refresh: int = 0  # 0 = auto: every clip of the dataset refreshed once per round
     update_dataset: bool = True  # ablation switch: False = generate each clip once, never refresh
     new_clip_strength: float = 1.0  # a clip enters the dataset fully generated
     strength_first: float = 0.9  # refresh strength in a stage's first round ...
     strength_last: float = 0.6  # ... and its last (the avatar is trusted more as it improves)
+    # The photo itself is a permanent target: this fraction of the training steps draws the
+    # reference view at the reference expression (the paper trains on generated frames only and
+    # does not say; the one real image is the only pixel-exact truth there is, so we keep it in).
+    reference_weight: float = 0.1
 
 
 @dataclass
@@ -104,6 +115,7 @@ class RoundResult:
     diff: dict
     seconds: float
     timings: dict = field(default_factory=dict)
+    refresh_log: list[dict] = field(default_factory=list)  # per refresh: iteration, clip ids
 
 
 def _clip_from_rows(rows: pd.DataFrame) -> Clip:
@@ -135,7 +147,7 @@ class ClipGenerator:
         poses = clip.poses()
         with torch.no_grad():
             verts = self.head.animate(expr, poses)
-            maps = head_landmark_maps(self.head, verts, cams)
+            maps = head_landmark_maps(self.head, verts, cams, style=self.generator.info.landmark_style)
             init, init_alpha = (None, None)
             if gaussians is not None:
                 init, init_alpha = render_avatar_frames(gaussians, self.head, cams, expr, poses, self.background)
@@ -157,7 +169,7 @@ class ClipGenerator:
         return {"frames": result.frames, "masks": masks, "maps": maps, "cameras": cams}
 
 
-def _rows_for_clip(clip: Clip, out: dict, store: ObjectStore, round_name: str, generator: str, source_avatar: str, strength: float, seed: int, refresh_count: int, clip_round: str) -> list[dict]:
+def _rows_for_clip(clip: Clip, out: dict, store: ObjectStore, round_name: str, generator: str, source_avatar: str, strength: float, seed: int, refresh_count: int, clip_round: str, when: str, order: int) -> list[dict]:
     cams: Cameras = out["cameras"]
     rows = []
     for f in range(clip.num_frames):
@@ -170,6 +182,8 @@ def _rows_for_clip(clip: Clip, out: dict, store: ObjectStore, round_name: str, g
                 "clip_round": clip_round,
                 "generated_round": round_name,
                 "refresh_count": refresh_count,
+                "last_refreshed": when,
+                "refresh_order": int(order),
                 "generator": generator,
                 "source_avatar": source_avatar,
                 "strength": float(strength),
@@ -190,59 +204,119 @@ def _rows_for_clip(clip: Clip, out: dict, store: ObjectStore, round_name: str, g
     return rows
 
 
-class RoundData:
-    """The round's working dataset: a table + decoded tensors, refreshed in place (a DataSource)."""
+def avatar_digest(gaussians: BoundGaussians) -> str:
+    """Content digest of the avatar's parameters as they are now (the lineage of a refresh)."""
+    parts = [f"{name}:{tuple(p.shape)}:{sha256_bytes(p.detach().cpu().contiguous().numpy().tobytes())}" for name, p in sorted(gaussians.params.items())]
+    return digest_obj(parts)
 
-    def __init__(self, table: pd.DataFrame, store: ObjectStore, clips: ClipGenerator, spec: RoundSpec, cfg: SymGenConfig) -> None:
-        self.table = table.sort_values("sample_id").reset_index(drop=True)
-        self.store, self.clips, self.spec, self.cfg = store, clips, spec, cfg
-        self.pointer = 0
+
+def reference_sample(reference: Reference, resolution: int, background: float) -> SampleTensors:
+    """The photo as one training sample at the dataset's resolution, composited over the
+    trainer's background with its mask (the photo's own background is not part of the avatar)."""
+    import torch.nn.functional as F
+
+    img = F.interpolate(reference.image[None].float(), size=(resolution, resolution), mode="area")
+    mask = F.interpolate(reference.mask[None, None].float(), size=(resolution, resolution), mode="area")
+    frame = img * mask + background * (1 - mask)
+    cam = reference.camera.resized(resolution, resolution)
+    return SampleTensors(frame, mask, cam.viewmats.clone(), cam.Ks.clone(), reference.expression[None].float(), reference.jaw[None].float(), resolution)
+
+
+def write_table_atomic(path: Path, table: pd.DataFrame) -> None:
+    with atomic_path(Path(path)) as tmp:
+        table.to_parquet(tmp, index=False)
+
+
+class RoundDataset:
+    """The round's working dataset (a table + its decoded frames, and the photo), refreshed by the
+    round between training segments. The trainer sees it only through :meth:`batch`."""
+
+    def __init__(self, table: pd.DataFrame, store: ObjectStore, clips: ClipGenerator, spec: RoundSpec, cfg: SymGenConfig, reference: SampleTensors | None, work: Path) -> None:
+        self.store, self.clips, self.spec, self.cfg, self.reference, self.work = store, clips, spec, cfg, reference, work
+        self.table_step = 0  # the iteration whose refresh produced the current table (0: the round's start)
         self.refreshes = 0
-        self._decode()
+        self.log: list[dict] = []
+        self._set_table(table)
 
-    def _decode(self) -> None:
-        self.tensors: SampleTensors = rows_to_tensors(self.table, self.store.get)
-
-    def stage_clip_ids(self) -> list[str]:
-        ids = self.table.loc[self.table["stage"] == self.spec.stage, "clip_id"]
-        return sorted(set(ids))
-
-    def maybe_refresh(self, step: int, gaussians: BoundGaussians) -> bool:
-        cfg = self.cfg
-        if not cfg.update_dataset or step == 0 or step % cfg.refresh_every != 0:
-            return False
-        ids = self.stage_clip_ids()
-        if not ids:
-            return False
-        for _ in range(cfg.clips_per_refresh):
-            clip_id = ids[self.pointer % len(ids)]
-            self.pointer += 1
-            rows = self.table[self.table["clip_id"] == clip_id]
-            clip = _clip_from_rows(rows)
-            count = int(rows["refresh_count"].max()) + 1
-            seed = _seed(self.spec.seed, self.spec.name, clip_id, count)
-            out = self.clips.generate(clip, gaussians, self.spec.strength, seed)
-            new_rows = _rows_for_clip(
-                clip, out, self.store, self.spec.name, self.clips.generator.info.name, f"{self.spec.name}@{step}",
-                self.spec.strength, seed, count, rows["clip_round"].iloc[0],
+    def _set_table(self, table: pd.DataFrame) -> None:
+        self.table = table.sort_values("sample_id").reset_index(drop=True)
+        data = rows_to_tensors(self.table, self.store.get)
+        ref, w = self.reference, self.cfg.reference_weight
+        if ref is not None and w > 0:
+            n = data.frames.shape[0]
+            cat = lambda a, b: torch.cat([a, b.to(a.dtype)])  # noqa: E731
+            weights = torch.cat([torch.full((n,), (1 - w) / max(1, n)), torch.tensor([w if n else 1.0])])
+            data = SampleTensors(
+                cat(data.frames, ref.frames), cat(data.masks, ref.masks), cat(data.viewmats, ref.viewmats), cat(data.Ks, ref.Ks),
+                cat(data.expressions, ref.expressions), cat(data.jaws, ref.jaws), data.resolution, weights,
             )  # fmt: skip
-            self.table = pd.concat([self.table[self.table["clip_id"] != clip_id], pd.DataFrame(new_rows)]).sort_values("sample_id").reset_index(drop=True)
+        self.tensors = data
+
+    def batch(self, step: int, gaussians: BoundGaussians) -> SampleTensors:
+        return self.tensors
+
+    def refresh(self, step: int, event_index: int, events: int, gaussians: BoundGaussians) -> list[str]:
+        """Regenerate the clips the policy picks at this event; writes ``.work/table_<step>.parquet``."""
+        cfg, spec = self.cfg, self.spec
+        n_clips = self.table["clip_id"].nunique()
+        count = clips_per_event(cfg.clips_per_refresh, n_clips, events)
+        chosen = pick_clips(self.table, cfg.refresh_policy, count, spec.stage, event_index)
+        source = avatar_digest(gaussians)
+        order = int(self.table["refresh_order"].max()) + 1 if len(self.table) else 0
+        table = self.table
+        for k, clip_id in enumerate(chosen):
+            rows = table[table["clip_id"] == clip_id]
+            clip = _clip_from_rows(rows)
+            count_k = int(rows["refresh_count"].max()) + 1
+            seed = _seed(spec.seed, spec.name, clip_id, count_k)
+            out = self.clips.generate(clip, gaussians, spec.strength, seed)
+            new_rows = _rows_for_clip(
+                clip, out, self.store, spec.name, self.clips.generator.info.name, source, spec.strength, seed, count_k,
+                rows["clip_round"].iloc[0], f"{spec.name}@{step}", order + k,
+            )  # fmt: skip
+            table = pd.concat([table[table["clip_id"] != clip_id], pd.DataFrame(new_rows)])
+        write_table_atomic(self.work / f"table_{step}.parquet", table)
+        self._set_table(table)
+        self.table_step = step
         self.refreshes += 1
-        self._decode()
-        return True
+        self.log.append({"step": step, "clips": chosen})
+        return chosen
 
     def state(self) -> dict:
-        return {"rows": self.table.to_dict(orient="list"), "pointer": self.pointer, "refreshes": self.refreshes}
+        return {"table_step": self.table_step, "refreshes": self.refreshes, "log": [[e["step"], list(e["clips"])] for e in self.log]}
 
-    def load_state(self, state: dict) -> None:
-        self.table = pd.DataFrame(state["rows"]).sort_values("sample_id").reset_index(drop=True)
-        self.pointer = int(state["pointer"])
+    def load_state(self, state: dict, initial: pd.DataFrame) -> None:
+        step = int(state["table_step"])
+        self._set_table(initial if step == 0 else pd.read_parquet(self.work / f"table_{step}.parquet"))
+        self.table_step = step
         self.refreshes = int(state["refreshes"])
-        self._decode()
+        self.log = [{"step": int(s), "clips": list(c)} for s, c in state.get("log", [])]
+
+    def prune(self) -> None:
+        """Drop working tables older than the current one (the checkpoint no longer needs them)."""
+        for p in self.work.glob("table_*.parquet"):
+            if p.stem != f"table_{self.table_step}":
+                p.unlink(missing_ok=True)
 
 
 def _seed(base: int, *parts: object) -> int:
     return int(digest_obj([base, *parts])[:8], 16)
+
+
+def _work_identity(spec: RoundSpec, sym_cfg: SymGenConfig, train_cfg: TrainConfig, generator: VideoGenerator, previous: DatasetVersion | None, previous_avatar: str) -> str:
+    """What a round's ``.work`` folder belongs to: resumed only when all of it is unchanged."""
+    from dataclasses import asdict
+
+    return digest_obj(
+        {
+            "spec": spec.digest(),
+            "symgen": asdict(sym_cfg),
+            "train": asdict(train_cfg),
+            "generator": {"name": generator.info.name, "weights": generator.info.weights, "resolution": generator.info.resolution},
+            "previous_dataset": previous.digest if previous is not None else None,
+            "previous_avatar": previous_avatar,
+        }
+    )
 
 
 def run_round(
@@ -266,53 +340,57 @@ def run_round(
     work = out_dir / ".work"
     work.mkdir(parents=True, exist_ok=True)
     clips = ClipGenerator(head, reference, generator, train_cfg.background)
-    spec_digest = spec.digest()
+    identity = _work_identity(spec, sym_cfg, train_cfg, generator, previous, previous_avatar)
     initial_path = work / "initial.parquet"
     marker = work / "spec.json"
     timings: dict[str, float] = {}
-    if marker.exists() and read_json(marker).get("spec") != spec_digest:
-        log.warning("%s: work folder belongs to other settings; starting the round afresh", spec.name)
+    if marker.exists() and read_json(marker).get("identity") != identity:
+        log.warning("%s: the work folder belongs to other settings or inputs; starting the round afresh", spec.name)
         shutil.rmtree(work)
         work.mkdir(parents=True)
+    if not marker.exists():
+        for stale in work.iterdir():  # anything without a marker is from a write that never finished
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
 
-    if initial_path.exists():
+    # 1. generate the round's new clips
+    if marker.exists() and initial_path.exists():
         table = pd.read_parquet(initial_path)
     else:
         tg = time.perf_counter()
-        table = previous.table.copy() if previous is not None else pd.DataFrame(columns=list(COLUMNS))
-        # keep the newest clips of this stage within the budget (room for the new ones)
-        stage_clips = [c for c in dict.fromkeys(table["clip_id"]) if (table.loc[table["clip_id"] == c, "stage"] == spec.stage).all()]
-        budget = max(0, spec.max_clips - len(spec.clips))
-        drop = stage_clips[: max(0, len(stage_clips) - budget)]
-        table = table[~table["clip_id"].isin(drop)]
-        rows: list[dict] = []
-        bar = _bar(spec.clips, progress, f"{spec.name}: generate")
-        for clip in bar:
-            seed = _seed(spec.seed, spec.name, clip.clip_id, 0)
-            out = clips.generate(clip, gaussians, sym_cfg.new_clip_strength, seed)
-            rows += _rows_for_clip(clip, out, store, spec.name, generator.info.name, previous_avatar, sym_cfg.new_clip_strength, seed, 0, spec.name)
-        table = pd.concat([table, pd.DataFrame(rows)]) if len(table) else pd.DataFrame(rows)
-        table = table[list(COLUMNS)].sort_values("sample_id").reset_index(drop=True)
-        table.to_parquet(initial_path, index=False)
-        write_json_atomic(marker, {"spec": spec_digest})
+        table = _generate_new_clips(spec, previous, clips, store, generator, sym_cfg, gaussians, previous_avatar, progress)
+        write_table_atomic(initial_path, table)
+        write_json_atomic(marker, {"identity": identity, "round": spec.name})
         timings["generate"] = round(time.perf_counter() - tg, 3)
 
-    data = RoundData(table, store, clips, spec, sym_cfg)
+    # 2. train and refresh in turn
+    ref = reference_sample(reference, generator.info.resolution, train_cfg.background) if sym_cfg.reference_weight > 0 else None
+    data = RoundDataset(table, store, clips, spec, sym_cfg, ref, work)
     tt = time.perf_counter()
-    result = train_round(
-        gaussians, head, data, spec.iterations, train_cfg, spec.seed,
-        checkpoint_path=work / "checkpoint.pt", round_name=spec.name,
-        dataset_version=previous.digest if previous is not None else "", progress=progress,
-    )  # fmt: skip
+    trainer = Trainer(gaussians, head, spec.iterations, train_cfg, spec.seed, checkpoint_path=work / "checkpoint.pt", round_name=spec.name, progress=progress)
+    if trainer.resumed_source_state is not None:
+        data.load_state(trainer.resumed_source_state, table)
+    events = refresh_steps(spec.iterations, sym_cfg.refresh_every) if sym_cfg.update_dataset else []
+    for k, step in enumerate(events):
+        trainer.run(data, step)
+        if data.table_step < step:  # (after a resume, this refresh may be behind us already)
+            data.refresh(step, k, len(events), gaussians)
+            trainer.save(data)
+            data.prune()
+    trainer.run(data, spec.iterations)
+    result = trainer.result()
     timings["train"] = round(time.perf_counter() - tt, 3)
 
+    # 3. write the new dataset version and the avatar
     version = write_version(
         out_dir / "dataset",
         data.table,
         store,
         previous.digest if previous is not None else None,
-        meta={"round": spec.name, "stage": spec.stage, "generator": generator.info.name, "refreshes": data.refreshes, "update_dataset": sym_cfg.update_dataset},
-    )
+        meta={
+            "round": spec.name, "stage": spec.stage, "generator": generator.info.name, "refreshes": data.refreshes,
+            "update_dataset": sym_cfg.update_dataset, "refresh_policy": sym_cfg.refresh_policy,
+        },
+    )  # fmt: skip
     diff = diff_summary(previous, version)
     avatar_dir = save_avatar(
         out_dir / "avatar",
@@ -329,7 +407,22 @@ def run_round(
         },
     )
     shutil.rmtree(work, ignore_errors=True)
-    return RoundResult(version, avatar_dir, result, data.refreshes, diff, time.perf_counter() - t0, timings)
+    return RoundResult(version, avatar_dir, result, data.refreshes, diff, time.perf_counter() - t0, timings, data.log)
+
+
+def _generate_new_clips(spec: RoundSpec, previous: DatasetVersion | None, clips: ClipGenerator, store: ObjectStore, generator: VideoGenerator, sym_cfg: SymGenConfig, gaussians: BoundGaussians, previous_avatar: str, progress: bool) -> pd.DataFrame:
+    """The previous version, minus this stage's oldest clips beyond the budget, plus the new clips."""
+    table = previous.table.copy() if previous is not None else pd.DataFrame(columns=list(COLUMNS))
+    table = table[~table["clip_id"].isin(clips_to_drop(table, spec.stage, spec.max_clips, len(spec.clips)))]
+    source = previous_avatar if previous_avatar != "init" else f"init:{avatar_digest(gaussians)}"
+    order = int(table["refresh_order"].max()) + 1 if len(table) else 0
+    rows: list[dict] = []
+    for k, clip in enumerate(_bar(spec.clips, progress, f"{spec.name}: generate")):
+        seed = _seed(spec.seed, spec.name, clip.clip_id, 0)
+        out = clips.generate(clip, gaussians, sym_cfg.new_clip_strength, seed)
+        rows += _rows_for_clip(clip, out, store, spec.name, generator.info.name, source, sym_cfg.new_clip_strength, seed, 0, spec.name, f"{spec.name}@0", order + k)
+    table = pd.concat([table, pd.DataFrame(rows)]) if len(table) else pd.DataFrame(rows)
+    return table[list(COLUMNS)].sort_values("sample_id").reset_index(drop=True)
 
 
 def diff_summary(previous: DatasetVersion | None, new: DatasetVersion) -> dict:

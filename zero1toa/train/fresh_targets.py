@@ -23,7 +23,7 @@ from ..generate.base import GenerationRequest, VideoGenerator
 from ..head.base import HeadModel, HeadPose
 from ..render.camera import Cameras
 from ..render.landmark_maps import head_landmark_maps
-from ..symgen.dataset import SampleTensors
+from .samples import SampleTensors
 from ..utils.io import digest_obj
 
 
@@ -54,7 +54,7 @@ class FreshTargets:
         self.tensors: SampleTensors | None = None
         self.draws = 0
 
-    def maybe_refresh(self, step: int, gaussians: BoundGaussians) -> bool:
+    def batch(self, step: int, gaussians: BoundGaussians) -> SampleTensors:
         i = int(torch.randint(0, len(self.cameras), (1,), generator=self.rng))
         strength = self.lo + (self.hi - self.lo) * float(torch.rand(1, generator=self.rng))
         cam = self.cameras[i]
@@ -63,7 +63,7 @@ class FreshTargets:
         pose.jaw = self.jaws[i : i + 1].clone()
         with torch.no_grad():
             init, alpha = render_avatar_frames(gaussians, self.head, cam, expr, pose, self.background)
-            maps = head_landmark_maps(self.head, self.head.animate(expr, pose), cam)
+            maps = head_landmark_maps(self.head, self.head.animate(expr, pose), cam, style=self.generator.info.landmark_style)
             request = GenerationRequest(
                 reference=self.reference, landmark_maps=maps, init_frames=init.cpu(), init_alphas=alpha.cpu(), strength=strength,
                 seed=int(digest_obj([self.seed, "fresh", step])[:8], 16), cameras=cam, expressions=expr, poses=pose,
@@ -72,7 +72,7 @@ class FreshTargets:
         masks = out.masks if out.masks is not None else alpha.cpu()
         self.tensors = SampleTensors(out.frames, masks, cam.viewmats.clone(), cam.Ks.clone(), expr.clone(), self.jaws[i : i + 1].clone(), cam.width)
         self.draws += 1
-        return True
+        return self.tensors
 
     def state(self) -> dict:
         return {"rng": self.rng.get_state(), "draws": self.draws}

@@ -28,6 +28,7 @@ class LossConfig:
     ssim_crop: int = 128  # D-SSIM on a random crop of this size per step (CPU cost), 0 = whole frame
     lpips: float = 10.0  # paper; active only with lpips_weights
     lpips_weights: str | None = None  # local safetensors file (see LPIPS)
+    lpips_required: bool = False  # true: a run without lpips_weights fails before it starts (preset=paper)
     alpha: float = 1.0  # rendered alpha vs the frame's mask
     position: float = 0.1  # paper
     normal_threshold: float = 0.5  # offset off the triangle's plane (triangle sizes) before the penalty starts

@@ -304,7 +304,7 @@ def sds_train(
             expr = torch.from_numpy(clip.expressions[s : s + n]).float()
             poses = clip.poses()[s : s + n]
             with torch.no_grad():
-                maps = head_landmark_maps(head, head.animate(expr, poses), cams)
+                maps = head_landmark_maps(head, head.animate(expr, poses), cams, style=generator.info.landmark_style)
             maps_cache[key] = (cams, expr, poses, maps)
         return maps_cache[key]
 

@@ -27,8 +27,8 @@ from ..avatar.gaussians import BoundGaussians
 from ..avatar.render import render_avatar
 from ..head.base import HeadModel, HeadPose
 from ..render.camera import Cameras
-from ..symgen.dataset import SampleTensors
 from .losses import AvatarLoss, LossConfig
+from .samples import SampleTensors
 from .sds import SDSConfig
 
 log = logging.getLogger("zero1toa.train")
@@ -76,12 +76,16 @@ class TrainConfig:
     log_every: int = 10
 
 
-class DataSource(Protocol):
-    """What the loop trains on; SymGEN's round implements it (and refreshes it)."""
+class BatchSource(Protocol):
+    """What the loop trains on: the samples to draw this step's frame from.
 
-    tensors: SampleTensors
+    The trainer knows nothing of where the samples come from (a SymGEN dataset version that the
+    round refreshes between training segments, one fresh target per step for the SDS baseline)
+    or of refresh policies. ``state`` must hold only tensors and plain values: checkpoints load
+    with ``weights_only=True``.
+    """
 
-    def maybe_refresh(self, step: int, gaussians: BoundGaussians) -> bool: ...
+    def batch(self, step: int, gaussians: BoundGaussians) -> SampleTensors: ...
 
     def state(self) -> dict: ...
 
@@ -203,6 +207,10 @@ class OptimisationLoop:
         self.bar = _progress(range(self.start, self.iterations), progress, desc, total=self.iterations, initial=self.start)
         return self.bar
 
+    def open_bar(self, progress: bool, desc: str) -> None:
+        """A progress bar advanced by hand (for loops run in segments)."""
+        self.bar = _progress(None, progress, desc, total=self.iterations, initial=self.start)
+
     def pre_backward(self, step: int, info: dict) -> None:
         if self.strategy is not None:
             self.strategy.pre_backward(self.gaussians.params, self.optimizers, step, info)
@@ -239,6 +247,12 @@ class OptimisationLoop:
         done = step + 1
         if self.checkpoint_path is None or not self.cfg.checkpoint_every or done % self.cfg.checkpoint_every or done >= self.iterations:
             return
+        self.save(done, extra)
+
+    def save(self, done: int, extra: dict) -> None:
+        """Checkpoint now: ``done`` iterations are behind us."""
+        if self.checkpoint_path is None:
+            return
         save_train_state(
             self.checkpoint_path,
             TrainState(
@@ -255,51 +269,105 @@ class OptimisationLoop:
         )
 
 
+class Trainer:
+    """The reconstruction trainer of one round, run in segments by its caller.
+
+    ``run(source, stop)`` optimises from the current iteration up to ``stop`` on whatever
+    ``source`` hands it; between two calls the caller may change the data (SymGEN refreshes its
+    dataset there) and force a checkpoint with :meth:`save`. Checkpoints on the configured cadence
+    happen inside ``run``. A checkpoint carries the source's ``state()``; after a resume it is in
+    :attr:`resumed_source_state` for the caller to restore.
+    """
+
+    def __init__(
+        self,
+        gaussians: BoundGaussians,
+        head: HeadModel,
+        iterations: int,
+        cfg: TrainConfig,
+        seed: int,
+        checkpoint_path: Path | None = None,
+        round_name: str = "round",
+        progress: bool = True,
+        on_step: Callable[[int, dict], None] | None = None,
+        mode: str = "symgen",
+    ) -> None:
+        self.t0 = time.perf_counter()
+        self.gaussians, self.head, self.iterations, self.cfg = gaussians, head, iterations, cfg
+        self.loss_fn = AvatarLoss(cfg.loss)
+        self.loop = OptimisationLoop(gaussians, cfg, iterations, seed, checkpoint_path, round_name, mode)
+        self.step = self.loop.start
+        self.on_step = on_step
+        self.resumed_source_state = self.loop.resumed_extra.get("source") if self.loop.resumed_extra is not None else None
+        self.loop.open_bar(progress, round_name)
+
+    @property
+    def resumed_from(self) -> int:
+        return self.loop.start
+
+    def run(self, source: BatchSource, stop: int) -> None:
+        loop, gen, cfg = self.loop, self.loop.gen, self.cfg
+        for step in range(self.step, min(stop, self.iterations)):
+            t = source.batch(step, self.gaussians)
+            n = t.frames.shape[0]
+            if t.weights is None:
+                idx = int(torch.randint(0, n, (1,), generator=gen))
+            else:
+                idx = int(torch.multinomial(t.weights, 1, generator=gen))
+            cams = Cameras(t.viewmats[idx : idx + 1], t.Ks[idx : idx + 1], t.resolution, t.resolution)
+            pose = HeadPose.neutral(1)
+            pose.jaw = t.jaws[idx : idx + 1]
+            out = render_avatar(self.gaussians, self.head, cams, t.expressions[idx : idx + 1], pose, cfg.background)
+            info = out.metas[0]
+            loop.pre_backward(step, info)
+            crop_at = tuple(torch.rand(2, generator=gen).tolist())
+            loss, parts = self.loss_fn(out.rgb, out.alpha, t.frames[idx : idx + 1], t.masks[idx : idx + 1], self.gaussians.params, crop_at)
+            loss.backward()
+            loop.apply(step, info)
+            loop.record(step, {"total": float(loss.detach()), **parts}, {"loss": ("total", "{:.3f}"), "l1": ("l1", "{:.4f}")}, self.on_step)
+            if hasattr(loop.bar, "update"):
+                loop.bar.update(1)
+            loop.maybe_save(step, {"source": source.state()})
+            self.step = step + 1
+
+    def save(self, source: BatchSource) -> None:
+        """Checkpoint at the current iteration (e.g. right after the caller changed the data)."""
+        if self.step < self.iterations:
+            self.loop.save(self.step, {"source": source.state()})
+
+    def result(self) -> TrainResult:
+        if hasattr(self.loop.bar, "close"):
+            self.loop.bar.close()
+        return TrainResult(
+            steps=self.iterations,
+            losses=self.loop.history,
+            seconds=time.perf_counter() - self.t0,
+            resumed_from=self.loop.start,
+            num_gaussians=self.gaussians.num_gaussians,
+            active_terms=self.loss_fn.active_terms,
+            inactive_terms=self.loss_fn.inactive_terms,
+        )
+
+
 def train_round(
     gaussians: BoundGaussians,
     head: HeadModel,
-    data: DataSource,
+    source: BatchSource,
     iterations: int,
     cfg: TrainConfig,
     seed: int,
     checkpoint_path: Path | None = None,
     round_name: str = "round",
-    dataset_version: str = "",
     progress: bool = True,
     on_step: Callable[[int, dict], None] | None = None,
 ) -> TrainResult:
-    """Optimise ``gaussians`` on ``data`` for ``iterations`` steps (resuming if a checkpoint exists)."""
-    t0 = time.perf_counter()
-    loss_fn = AvatarLoss(cfg.loss)
-    loop = OptimisationLoop(gaussians, cfg, iterations, seed, checkpoint_path, round_name, "symgen", dataset_version)
-    if loop.resumed_extra is not None:
-        data.load_state(loop.resumed_extra["data"])
-    gen = loop.gen
-    for step in loop.steps(progress, round_name):
-        data.maybe_refresh(step, gaussians)  # the SymGEN update, on its own cadence
-        t = data.tensors
-        idx = int(torch.randint(0, t.frames.shape[0], (1,), generator=gen))
-        cams = Cameras(t.viewmats[idx : idx + 1], t.Ks[idx : idx + 1], t.resolution, t.resolution)
-        pose = HeadPose.neutral(1)
-        pose.jaw = t.jaws[idx : idx + 1]
-        out = render_avatar(gaussians, head, cams, t.expressions[idx : idx + 1], pose, cfg.background)
-        info = out.metas[0]
-        loop.pre_backward(step, info)
-        crop_at = tuple(torch.rand(2, generator=gen).tolist())
-        loss, parts = loss_fn(out.rgb, out.alpha, t.frames[idx : idx + 1], t.masks[idx : idx + 1], gaussians.params, crop_at)
-        loss.backward()
-        loop.apply(step, info)
-        loop.record(step, {"total": float(loss.detach()), **parts}, {"loss": ("total", "{:.3f}"), "l1": ("l1", "{:.4f}")}, on_step)
-        loop.maybe_save(step, {"data": data.state()})
-    return TrainResult(
-        steps=iterations,
-        losses=loop.history,
-        seconds=time.perf_counter() - t0,
-        resumed_from=loop.start,
-        num_gaussians=gaussians.num_gaussians,
-        active_terms=loss_fn.active_terms,
-        inactive_terms=loss_fn.inactive_terms,
-    )
+    """Optimise ``gaussians`` on ``source`` for ``iterations`` steps in one go (resuming if a
+    checkpoint exists)."""
+    trainer = Trainer(gaussians, head, iterations, cfg, seed, checkpoint_path, round_name, progress, on_step)
+    if trainer.resumed_source_state is not None:
+        source.load_state(trainer.resumed_source_state)
+    trainer.run(source, iterations)
+    return trainer.result()
 
 
 def _restore(gaussians: BoundGaussians, optimizers: dict, strategy: _BoundedStrategy | None, st: TrainState) -> None:
