@@ -142,22 +142,34 @@ def shared_fit(subject: Path, root: Path, extra: list[str]) -> Path:
     return shared
 
 
-def run_row(row: str, subject: Path, root: Path, shared: Path, extra: list[str]) -> dict:
+def run_row(row: str, subject: Path, root: Path, shared: Path, extra: list[str], reevaluate: bool = False) -> dict:
     from flows.config import compose
-    from zero1toa.nodes import run_all
+    from zero1toa.nodes import node_evaluate, run_all
 
     variant, level, ov = row_overrides(row, subject, root, extra)
     cfg = compose(ov)
     run = root / f"{variant}__{level}"
+    if reevaluate:  # the finished run's avatar, measured again with the current metrics
+        if not (run / "evaluate" / "manifest.json").exists():
+            raise SystemExit(f"--reevaluate: {run} holds no finished run")
+        seconds = json.loads((run / "evaluate" / "row.json").read_text())["seconds"] if (run / "evaluate" / "row.json").exists() else None
+        node_evaluate(run, cfg)
+        (run / "evaluate" / "row.json").write_text(json.dumps({"seconds": seconds}))
+        return _row_result(run, subject, variant, level, seconds)
     if run.exists():
         shutil.rmtree(run)
     for part in ("preprocess", "head"):
         shutil.copytree(shared / part, run / part)
     t0 = time.perf_counter()
     run_all(subject / "reference.png", cfg)
-    seconds = time.perf_counter() - t0
+    seconds = round(time.perf_counter() - t0, 1)
+    (run / "evaluate" / "row.json").write_text(json.dumps({"seconds": seconds}))
+    return _row_result(run, subject, variant, level, seconds)
+
+
+def _row_result(run: Path, subject: Path, variant: str, level: str, seconds: float | None) -> dict:
     metrics = json.loads((run / "evaluate" / "metrics.json").read_text())
-    out = {"variant": variant, "inconsistency": level, **{k: metrics.get(k) for k in KEYS}, "seconds": round(seconds, 1)}
+    out = {"variant": variant, "inconsistency": level, **{k: metrics.get(k) for k in KEYS}, "seconds": seconds}
     out["identity_found_fraction"] = metrics.get("identity_found_fraction")
     out["reasons"] = {k: metrics["reasons"][k] for k in KEYS if metrics.get(k) is None and k in metrics.get("reasons", {})}
     out["curves"] = round_curves(run, subject, metrics)
@@ -172,7 +184,7 @@ def _worker_init(threads: int, scale: list[str]) -> None:
     SCALE["bench"] = scale
 
 
-def run_rows(rows: list[str], subject: Path, root: Path, shared: Path, extra: list[str], jobs: int) -> list[dict]:
+def run_rows(rows: list[str], subject: Path, root: Path, shared: Path, extra: list[str], jobs: int, reevaluate: bool = False) -> list[dict]:
     """Every row, ``jobs`` at a time (separate processes, the cores shared between them)."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
     import multiprocessing as mp
@@ -183,15 +195,15 @@ def run_rows(rows: list[str], subject: Path, root: Path, shared: Path, extra: li
 
     def report(r: str, res: dict) -> None:
         results[r] = res
-        print(f"[truth] {len(results)}/{len(rows)} {r}: held-out views {_fmt(res['psnr_heldout_views'], '{:.2f}')} dB, unseen {_fmt(res['psnr_heldout_unseen'], '{:.2f}')} dB, sharpness {_fmt(res['sharpness_ratio'])} ({res['seconds']:.0f} s; {time.perf_counter() - t0:.0f} s so far)", flush=True)
+        print(f"[truth] {len(results)}/{len(rows)} {r}: held-out views {_fmt(res['psnr_heldout_views'], '{:.2f}')} dB, unseen {_fmt(res['psnr_heldout_unseen'], '{:.2f}')} dB, sharpness {_fmt(res['sharpness_ratio'])} ({_fmt(res['seconds'], '{:.0f}')} s; {time.perf_counter() - t0:.0f} s so far)", flush=True)
 
     if jobs <= 1:
         for r in rows:
-            report(r, run_row(r, subject, root, shared, extra))
+            report(r, run_row(r, subject, root, shared, extra, reevaluate))
     else:
         threads = max(1, (os.cpu_count() or 2) // jobs)
         with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init, initargs=(threads, SCALE["bench"])) as pool:
-            futures = {pool.submit(run_row, r, subject, root, shared, extra): r for r in rows}
+            futures = {pool.submit(run_row, r, subject, root, shared, extra, reevaluate): r for r in rows}
             for fut in as_completed(futures):
                 report(futures[fut], fut.result())
     return [results[r] for r in rows]
@@ -378,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="truth subject seed")
     p.add_argument("--jobs", type=int, default=2, help="rows run at the same time, each in its own process (default 2: one per core)")
     p.add_argument("--build-only", action="store_true", help="build the truth subject (into --out) and stop")
+    p.add_argument("--reevaluate", action="store_true", help="measure the finished runs in --out again with the current metrics (no training)")
     p.add_argument("--smoke", action="store_true", help="CI-sized wiring check: smoke preset, truth at 256 px (the numbers mean nothing)")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every row (e.g. symgen.clips_per_refresh=2)")
     args = p.parse_args(argv)
@@ -396,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         row_overrides(r, subject, args.out, [])  # fail before any work on a bad row
     t_all = time.perf_counter()
     shared = shared_fit(subject, args.out, args.overrides)
-    results = run_rows(rows_wanted, subject, args.out, shared, args.overrides, args.jobs)
+    results = run_rows(rows_wanted, subject, args.out, shared, args.overrides, args.jobs, args.reevaluate)
     args.results.mkdir(parents=True, exist_ok=True)
     stem = f"truth_{grid}"
     doc = {
@@ -404,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": [{k: v for k, v in r.items() if k not in ("run",)} for r in results],
         "settings": {"bench_overrides": SCALE["bench"], "extra_overrides": args.overrides, "truth_seed": args.seed},
         "seconds_total": round(time.perf_counter() - t_all, 1),
+        "reevaluated": args.reevaluate,
         "comparisons": gaps(results),
     }
     text = json.dumps(doc, indent=2)
