@@ -38,7 +38,7 @@ def _reference(tmp: Path, crop: int):
 
 
 def _time_reprojection(head, ref, res: int, frames: int, repeats: int = 3) -> float:
-    from zero1toa.generate.demo import demo_clip
+    from zero1toa.demo import demo_clip
     from zero1toa.generate.base import GenerationRequest
     from zero1toa.generate.reprojection import ReprojectionConfig, ReprojectionGenerator
     from zero1toa.progressive.schedules import clip_cameras

@@ -19,7 +19,8 @@ def _rows(store: ObjectStore, clip: str, frames: int, value: int, round_name: st
             {
                 "sample_id": f"{clip}/{f:03d}", "clip_id": clip, "frame_index": f, "stage": "spatial",
                 "clip_round": "spatial_1", "generated_round": round_name, "refresh_count": 0, "last_refreshed": f"{round_name}@0",
-                "refresh_order": 0, "generator": "test",
+                "refresh_order": 0, "generator": "test", "landmark_status": "unchecked", "landmark_error": float("nan"),
+                "landmarks_extracted": [], "sample_weight": 1.0,
                 "source_avatar": "init", "strength": 1.0, "seed": 0, "clip_source": "synthetic",
                 "yaw_deg": 10.0 * f, "elevation_deg": 0.0, "viewmat": np.eye(4).reshape(-1).tolist(),
                 "K": np.eye(3).reshape(-1).tolist(), "resolution": 8, "expression": [0.0, 0.5], "jaw": [0.0, 0.0, 0.0],

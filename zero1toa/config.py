@@ -1,5 +1,9 @@
 """One typed configuration for the whole method, validated before any work starts.
 
+Each settings dataclass lives with the code it configures (``generate/config.py``,
+``evaluate/config.py``, ``train/trainer.py``, ...); this module only composes them, validates
+values across them, and says which subtree each DAG node reads.
+
 Hydra (in ``flows/``) composes ``conf/`` into a plain dict; :func:`from_dict` turns that dict into
 :class:`Config` and rejects anything it does not understand with a message that names the key
 ("unknown key 'train.optim.lrr' (did you mean 'train.optim.means'?)", "train.optim.means must be
@@ -18,8 +22,8 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 from .avatar.gaussians import InitConfig
-from .bench.simulated import SimulatorConfig
-from .head.facemesh_rig import RigConfig
+from .evaluate.config import EvaluateConfig
+from .generate.config import GeneratorConfig
 from .preprocess.pipeline import HeadFitConfig, PreprocessConfig
 from .progressive.schedules import SpatialConfig, TemporalConfig
 from .symgen.round import SymGenConfig
@@ -28,31 +32,6 @@ from .train.trainer import TrainConfig
 
 class ConfigError(ValueError):
     """A configuration value or key is wrong; the message names it."""
-
-
-@dataclass
-class GeneratorConfig:
-    """Which pseudo ground-truth generator SymGEN uses."""
-
-    kind: str = "reprojection"  # reprojection (embedded, weight-free) | animatediff | tiny | simulated (benchmark instrument)
-    resolution: int = 256  # dataset frame size (the avatar trains at this resolution)
-    supersample: int = 2  # reprojection: antialiasing factor
-    model_dir: str | None = None  # animatediff: local folder with the pipeline components
-    device: str = "auto"  # auto | cpu | cuda
-    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
-    num_inference_steps: int = 25
-    guidance_scale: float = 7.5
-    controlnet_conditioning_scale: float = 1.0
-    ip_adapter_scale: float = 0.7
-    prompt: str = "a high quality photo of a person's head, studio lighting"
-    negative_prompt: str = "blurry, deformed, low quality"
-    cpu_offload: bool = False
-    # simulated: a test instrument for the ground-truth benchmark, never a model. It renders the
-    # truth subject in truth_dir and corrupts it at this inconsistency level (0|low|medium|high or
-    # a multiplier of the simulator's per-knob magnitudes; see zero1toa/bench/simulated.py).
-    truth_dir: str | None = None
-    inconsistency: str | float = "medium"
-    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
 
 
 @dataclass
@@ -70,38 +49,6 @@ class StagesConfig:
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
     spatial_iterations: int = 240  # avatar iterations per spatial round
     temporal_iterations: int = 240  # avatar iterations per temporal round
-
-
-@dataclass
-class EvaluateConfig:
-    resolution: int = 256  # render size for metrics and videos
-    caption: str = "a photo of a person's head"
-    # CLIP backbones of the paper's Table 1 (ViT-L/14, ViT-B/16, ViT-B/32): local transformers
-    # folders; null = unavailable (the metric is reported as null with the reason).
-    clip_models: dict[str, str | None] = field(default_factory=lambda: {"vit_l_14": None, "vit_b_16": None, "vit_b_32": None})
-    clip_views_yaw_deg: list[float] = field(default_factory=lambda: [-60.0, -30.0, 0.0, 30.0, 60.0])
-    clip_expressions: list[str] = field(default_factory=lambda: ["neutral", "smile", "jaw_open", "surprise"])
-    fps_resolution: int = 512
-    fps_repeats: int = 5
-    fps_warmup: int = 2
-    # face detection rate over this view sweep (the quality bar asks for a face at +-45 deg)
-    sweep_yaw_deg: list[float] = field(default_factory=lambda: [-90.0, -60.0, -45.0, -30.0, 0.0, 30.0, 45.0, 60.0, 90.0])
-    expression_sequence: str = "talk"  # driving preset for expression accuracy
-    expression_frames: int = 16  # frames of that preset rendered and landmarked
-    face_analysis_size: int = 256  # renders are upscaled (integer factor) to at least this before face detection/mesh
-    stability_frames: int = 24  # frames of the slow ramps (neutral -> smile, small camera yaw) for temporal stability
-    stability_yaw_deg: float = 10.0  # the camera ramp's total yaw
-    device: str = "auto"  # auto | cpu | cuda: where evaluation renders (FPS is measured there)
-    # Identity: dlib face-recognition distance between the photo and renders at these yaws.
-    identity_yaw_deg: list[float] = field(default_factory=lambda: [-90.0, -60.0, -30.0, 0.0, 30.0, 60.0, 90.0])
-    identity_size: int = 512  # renders for face recognition are made at this size
-    # Held-out metrics against a truth subject (the ground-truth benchmark); null: not a benchmark run.
-    truth_dir: str | None = None
-    heldout_yaw_step_deg: float = 15.0  # held-out views: yaw -180..180 at this step ...
-    heldout_elevations_deg: list[float] = field(default_factory=lambda: [-20.0, 0.0, 20.0])  # ... x these elevations
-    heldout_expression_yaws_deg: list[float] = field(default_factory=lambda: [-30.0, 0.0, 30.0])
-    video_frames: int = 48
-    video_fps: int = 24
 
 
 @dataclass
@@ -271,6 +218,8 @@ def validate(cfg: Config) -> None:
         (cfg.symgen.refresh_policy in ("stalest", "stage_round_robin"), f"symgen.refresh_policy must be stalest or stage_round_robin, got {cfg.symgen.refresh_policy!r}"),
         (cfg.symgen.clips_per_refresh >= 0, "symgen.clips_per_refresh must be >= 0 (0 = auto: every clip once per round)"),
         (0.0 <= cfg.symgen.reference_weight < 1.0, "symgen.reference_weight must lie in [0, 1)"),
+        (cfg.symgen.landmark_failure in ("downweight", "drop"), f"symgen.landmark_failure must be downweight or drop, got {cfg.symgen.landmark_failure!r}"),
+        (0.0 <= cfg.symgen.landmark_failure_weight <= 1.0, "symgen.landmark_failure_weight must lie in [0, 1]"),
         (0.0 <= cfg.symgen.strength_last <= 1.0 and 0.0 <= cfg.symgen.strength_first <= 1.0, "symgen.strength_* must lie in [0, 1]"),
         (cfg.avatar.init.num_gaussians > 0, "avatar.init.num_gaussians must be positive"),
         (0 <= cfg.avatar.init.sh_degree <= 3, "avatar.init.sh_degree must be 0..3"),
@@ -288,4 +237,4 @@ def validate(cfg: Config) -> None:
             raise ConfigError(message)
 
 
-__all__ = ["Config", "ConfigError", "from_dict", "to_dict", "node_params", "NODE_KEYS", "RigConfig"]
+__all__ = ["Config", "ConfigError", "from_dict", "to_dict", "node_params", "NODE_KEYS", "GeneratorConfig", "EvaluateConfig"]

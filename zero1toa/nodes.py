@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .config import Config, node_params
-from .utils.io import read_json
+from .runfolder import load_reference, read_run_manifests  # noqa: F401  (re-exported: the node layer's run-folder readers)
 from .utils.manifest import Manifest, code_version, digest_path, read_manifest
 
 log = logging.getLogger("zero1toa")
@@ -39,6 +39,8 @@ ROUND_CODE = (
     "zero1toa.symgen",
     "zero1toa.train",
     "zero1toa.nodes",
+    "zero1toa.runfolder",
+    "zero1toa.bench",
 )
 
 
@@ -92,26 +94,6 @@ def node_fit_head(run_dir: Path, cfg: Config) -> dict:
 
 
 # ----------------------------------------------------------------------------- rounds
-
-
-def load_reference(run_dir: Path):
-    """The portrait and its fit as rounds and evaluation need them."""
-    from .preprocess.pipeline import load_fitted_head, load_preprocess
-    from .progressive.schedules import orbit_target
-    from .symgen.round import Reference
-
-    run_dir = Path(run_dir)
-    pre = load_preprocess(run_dir / "preprocess")
-    fitted = load_fitted_head(run_dir / "head")
-    ref = Reference(
-        image=torch.from_numpy(pre.reference.copy()).permute(2, 0, 1).float() / 255.0,
-        mask=torch.from_numpy(pre.mask.copy()),
-        camera=fitted.camera,
-        expression=fitted.expression,
-        jaw=fitted.jaw,
-        target=orbit_target(fitted.head),
-    )
-    return fitted.head, ref
 
 
 def round_clips(cfg: Config, plan: RoundPlan, head, reference) -> list:
@@ -386,19 +368,3 @@ def run_all(image: Path, cfg: Config, skip_complete: bool = True) -> dict:
     out["evaluate"] = node_evaluate(run_dir, cfg)
     out["export"] = node_export(run_dir, cfg)
     return out
-
-
-def read_run_manifests(run_dir: Path) -> dict[str, dict]:
-    """Every node manifest of a run, keyed by node name (for lineage and reports)."""
-    run_dir = Path(run_dir)
-    found = {}
-    for man in sorted(run_dir.rglob("manifest.json")):
-        if "objects" in man.parts or man.parent.name == "dataset" or ".work" in man.parts:
-            continue
-        try:
-            data = read_json(man)
-        except ValueError:
-            continue
-        if "node" in data:
-            found[data["node"]] = {**data, "folder": str(man.parent.relative_to(run_dir))}
-    return found

@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from flows.config import compose
-    from zero1toa.generate.demo import generate_demo
+    from zero1toa.demo import generate_demo
     from zero1toa.generate.factory import build_generator
     from zero1toa.nodes import load_reference, node_fit_head, node_preprocess
     from zero1toa.utils.manifest import read_manifest

@@ -106,7 +106,7 @@ def metrics_frame(run_dirs: list[Path], names: list[str]):
 
 def lineage_rows(run_dir: Path) -> list[dict[str, str]]:
     """One row per node manifest of a run: what it read and wrote (digests), code, seed, metrics."""
-    from ..nodes import read_run_manifests
+    from ..runfolder import read_run_manifests
 
     rows = []
     order = {"preprocess": 0, "fit_head": 1, "evaluate": 8, "export": 9}

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import EvaluateConfig
+from .config import EvaluateConfig
 from ..utils.io import atomic_dir, write_json_atomic
 from ..utils.manifest import Manifest, Timer, code_version, digest_path
 from . import metrics as M
@@ -128,7 +128,7 @@ def latest_round_folder(run_dir: Path) -> str:
 
 def round_manifests(run_dir: Path) -> list[dict]:
     """Round manifests in DAG order (spatial_1.., then temporal_1..)."""
-    from ..nodes import read_run_manifests
+    from ..runfolder import read_run_manifests
 
     found = read_run_manifests(run_dir)
     rounds = []
@@ -380,7 +380,7 @@ def _heldout(sheet: MetricSheet, out: Path, scene, reference, cfg: EvaluateConfi
 def evaluate_run(run_dir: Path, avatar_folder: str, cfg: EvaluateConfig, seed: int) -> dict:
     """Evaluate the avatar in ``run_dir/avatar_folder`` -> ``run_dir/evaluate/``; returns the manifest dict."""
     from ..avatar.checkpoint import load_avatar
-    from ..nodes import load_reference
+    from ..runfolder import load_reference
     from ..preprocess.facemesh import FaceMeshRunner
     from .clip_score import clip_metrics
     from .fps import resolve_device

@@ -224,34 +224,8 @@ def orbit_target(head: HeadModel) -> Tensor:
     return lmk.mean(0)
 
 
-def _rot_y(a: Tensor) -> Tensor:
-    c, s = torch.cos(a), torch.sin(a)
-    z, o = torch.zeros_like(a), torch.ones_like(a)
-    return torch.stack([c, z, s, z, o, z, -s, z, c], -1).reshape(*a.shape, 3, 3)
-
-
-def _rot_x(a: Tensor) -> Tensor:
-    c, s = torch.cos(a), torch.sin(a)
-    z, o = torch.zeros_like(a), torch.ones_like(a)
-    return torch.stack([o, z, z, z, c, -s, z, s, c], -1).reshape(*a.shape, 3, 3)
-
-
-def orbit_from_reference(reference: Cameras, yaws_deg: Tensor | np.ndarray, elevations_deg: Tensor | np.ndarray, target: Tensor, resolution: int | None = None) -> Cameras:
-    """Cameras orbiting ``target`` relative to the reference camera (yaw about the head's up axis,
-    elevation about its left-right axis). Positive yaw shows the subject's left side."""
-    yaws = torch.as_tensor(np.array(yaws_deg, dtype=np.float32))
-    elev = torch.as_tensor(np.array(elevations_deg, dtype=np.float32))
-    Rw = _rot_x(torch.deg2rad(elev)) @ _rot_y(torch.deg2rad(-yaws))  # [T, 3, 3] world rotation
-    M = torch.eye(4).repeat(len(yaws), 1, 1)
-    M[:, :3, :3] = Rw
-    M[:, :3, 3] = target - (Rw @ target[:, None])[..., 0]
-    view = reference.viewmats[0][None] @ M
-    cams = Cameras(view, reference.Ks[0][None].expand(len(yaws), 3, 3).clone(), reference.width, reference.height)
-    return cams if resolution is None else cams.resized(resolution, resolution)
-
-
-def clip_cameras(clip: Clip, reference: Cameras, target: Tensor, resolution: int) -> Cameras:
-    return orbit_from_reference(reference, clip.yaws_deg, clip.elevations_deg, target, resolution)
+# Camera math lives with the cameras (render/camera.py); re-exported here, where clips are made.
+from ..render.camera import clip_cameras, orbit_from_reference  # noqa: E402,F401
 
 
 def describe_schedule(spatial: SpatialConfig, temporal: TemporalConfig) -> list[dict]:

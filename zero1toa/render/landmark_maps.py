@@ -188,3 +188,13 @@ def head_landmark_maps(head, vertices: Tensor, cameras: Cameras, occlusion: bool
         raise ValueError(f"unknown landmark map style {style!r}; known: {', '.join(LANDMARK_STYLES)}")
     vis = landmark_visibility(lmk, vertices, head.faces, cameras) if occlusion else None
     return draw_landmark_maps(lmk, head.landmark_embedding.indices, cameras, vis)
+
+
+def maps_from_points(points: Tensor, landmark_ids: Tensor, size: int, style: str = "project") -> Tensor:
+    """Maps of landmarks already in pixels (e.g. extracted from generated frames): points
+    [C, L, 2] -> [C, 3, size, size]. Nothing is hidden (no mesh to occlude with)."""
+    pts = torch.cat([points.float(), torch.ones(*points.shape[:2], 1)], -1)  # (u, v, 1) seen by ...
+    cams = Cameras(torch.eye(4)[None].expand(len(points), 4, 4).clone(), torch.eye(3)[None].expand(len(points), 3, 3).clone(), size, size)  # ... a camera mapping it to (u, v)
+    if style == "mediapipe_face":
+        return draw_annotator_maps(pts, landmark_ids, cams)
+    return draw_landmark_maps(pts, landmark_ids, cams)

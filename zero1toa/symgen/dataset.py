@@ -61,7 +61,11 @@ COLUMNS = (
     "jaw",  # 3 floats
     "frame",  # digest of the generated frame PNG
     "mask",  # digest of the mask PNG
-    "landmarks",  # digest of the landmark map PNG
+    "landmarks",  # digest of the landmark map PNG (the condition the generator was given)
+    "landmark_status",  # ok | unchecked (outside the detector's range) | regenerated | downweighted: <why> | dropped: <why>
+    "landmark_error",  # extracted vs requested landmarks, mean distance / inter-ocular distance (NaN: not checked)
+    "landmarks_extracted",  # 468 x (u, v) pixels found in the generated frame (empty: none)
+    "sample_weight",  # how often the trainer draws the frame, relative (0: dropped)
 )
 
 
@@ -246,4 +250,15 @@ def rows_to_tensors(table: pd.DataFrame, load_png) -> SampleTensors:
         expressions=torch.tensor(np.stack(table["expression"].map(np.asarray).tolist()), dtype=torch.float32),
         jaws=torch.tensor(np.stack(table["jaw"].map(np.asarray).tolist()), dtype=torch.float32),
         resolution=int(table["resolution"].iloc[0]),
+        weights=_weights(table),
     )
+
+
+def _weights(table: pd.DataFrame) -> Tensor | None:
+    """Sampling probabilities from ``sample_weight`` (None: uniform)."""
+    if "sample_weight" not in table.columns:
+        return None
+    w = torch.tensor(table["sample_weight"].to_numpy(np.float64), dtype=torch.float32).clamp_min(0)
+    if bool((w == w[0]).all()) or float(w.sum()) <= 0:
+        return None
+    return w / w.sum()

@@ -24,6 +24,7 @@ training checkpoint), so a killed round resumes where it stopped and produces th
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -41,7 +42,8 @@ from ..generate.base import GenerationRequest, VideoGenerator
 from ..head.base import HeadModel
 from ..progressive.schedules import Clip, clip_cameras
 from ..render.camera import Cameras
-from ..render.landmark_maps import head_landmark_maps
+from ..render.camera import project_points
+from ..render.landmark_maps import head_landmark_maps, maps_from_points
 from ..train.samples import SampleTensors
 from ..train.trainer import Trainer, TrainConfig, TrainResult
 from ..utils.io import atomic_path, digest_obj, read_json, sha256_bytes, write_json_atomic
@@ -68,6 +70,16 @@ class SymGenConfig:
     # reference view at the reference expression (the paper trains on generated frames only and
     # does not say; the one real image is the only pixel-exact truth there is, so we keep it in).
     reference_weight: float = 0.1
+    # Landmark re-extraction (paper: landmarks are extracted from the generated pseudo ground
+    # truth): the face mesh runs on every generated frame within +-landmark_check_max_yaw; a frame
+    # with no face or a mean landmark error above landmark_max_error (inter-ocular distances) is
+    # regenerated once, then down-weighted (landmark_failure_weight) or dropped.
+    landmark_check: bool = True
+    landmark_max_error: float = 0.12
+    landmark_check_max_yaw: float = 40.0  # the shipped detector's reliable range
+    landmark_failure: str = "downweight"  # downweight | drop
+    landmark_failure_weight: float = 0.2
+    condition_on_extracted: bool = False  # refreshes draw their landmark maps from the extracted landmarks
 
 
 @dataclass
@@ -134,20 +146,32 @@ def _clip_from_rows(rows: pd.DataFrame) -> Clip:
 
 
 class ClipGenerator:
-    """Renders the avatar for a clip and asks the generator for its pseudo ground truth."""
+    """Renders the avatar for a clip, asks the generator for its pseudo ground truth, and checks
+    the generated faces (landmark re-extraction, see :mod:`.landmark_check`)."""
 
-    def __init__(self, head: HeadModel, reference: Reference, generator: VideoGenerator, background: float) -> None:
+    def __init__(self, head: HeadModel, reference: Reference, generator: VideoGenerator, background: float, cfg: "SymGenConfig | None" = None) -> None:
         self.head, self.reference, self.generator, self.background = head, reference, generator, background
         self.resolution = generator.info.resolution
+        self.cfg = cfg
+        self.checker = None
+        if cfg is not None and cfg.landmark_check:
+            from .landmark_check import LandmarkChecker
 
-    def generate(self, clip: Clip, gaussians: BoundGaussians | None, strength: float, seed: int) -> dict[str, Tensor | Cameras]:
+            self.checker = LandmarkChecker(cfg.landmark_check_max_yaw)
+
+    def _generate_once(self, clip: Clip, gaussians: BoundGaussians | None, strength: float, seed: int, points: Tensor | None) -> dict:
         R = self.resolution
         cams = clip_cameras(clip, self.reference.camera, self.reference.target, R)
         expr = torch.from_numpy(clip.expressions).float()
         poses = clip.poses()
+        style = self.generator.info.landmark_style
         with torch.no_grad():
             verts = self.head.animate(expr, poses)
-            maps = head_landmark_maps(self.head, verts, cams, style=self.generator.info.landmark_style)
+            requested_uv, _ = project_points(self.head.landmarks(verts), cams)
+            if points is None:
+                maps = head_landmark_maps(self.head, verts, cams, style=style)
+            else:  # conditioned on the landmarks extracted from the clip's current frames
+                maps = maps_from_points(points, torch.arange(points.shape[1]), R, style)
             init, init_alpha = (None, None)
             if gaussians is not None:
                 init, init_alpha = render_avatar_frames(gaussians, self.head, cams, expr, poses, self.background)
@@ -163,10 +187,69 @@ class ClipGenerator:
                 poses=poses,
             )
             result = self.generator.generate(request)
-        masks = result.masks
-        if masks is None:  # diffusion backends return no masks: the avatar's silhouette stands in
+        frames, masks = result.frames, result.masks
+        if masks is None:  # diffusion backends return no masks: segment the person in each frame
+            masks = person_masks(frames)
+            if masks is not None:
+                # one background for every generator: outside the person, the trainer's own, so
+                # the losses never fit a generated background (generators that return masks, the
+                # embedded and simulated ones, composite their frames over it themselves)
+                frames = composite_over(frames, masks, self.background)
+        if masks is None:  # no segmentation model installed: the avatar's silhouette stands in
             masks = init_alpha if init_alpha is not None else torch.ones(len(cams), 1, R, R)
-        return {"frames": result.frames, "masks": masks, "maps": maps, "cameras": cams}
+        return {"frames": frames, "masks": masks, "maps": maps, "cameras": cams, "requested_uv": requested_uv}
+
+    def generate(self, clip: Clip, gaussians: BoundGaussians | None, strength: float, seed: int, points: Tensor | None = None) -> dict:
+        """Frames, masks, maps, cameras and per frame: landmark status, error, extracted points, weight."""
+        out = self._generate_once(clip, gaussians, strength, seed, points)
+        n = clip.num_frames
+        out["status"], out["error"], out["points"], out["weight"] = ["unchecked"] * n, [math.nan] * n, [None] * n, [1.0] * n
+        if self.checker is None:
+            return out
+        cfg = self.cfg
+        ids = self.head.landmark_embedding.indices.tolist()
+        checks = self.checker.check(out["frames"], out["requested_uv"], ids, clip.yaws_deg)
+        reasons = [c.failed(cfg.landmark_max_error) for c in checks]
+        if any(reasons):  # regenerate the clip once; keep the second try of each failed frame that passes
+            retry = self._generate_once(clip, gaussians, strength, seed + 7919, points)
+            again = self.checker.check(retry["frames"], retry["requested_uv"], ids, clip.yaws_deg)
+            for f, why in enumerate(reasons):
+                if why is None:
+                    continue
+                why2 = again[f].failed(cfg.landmark_max_error)
+                if why2 is None:
+                    out["frames"][f], out["masks"][f], checks[f] = retry["frames"][f], retry["masks"][f], again[f]
+                    out["status"][f] = "regenerated"
+                else:
+                    dropped = cfg.landmark_failure == "drop"
+                    out["status"][f] = f"{'dropped' if dropped else 'downweighted'}: {why2} (after one regeneration)"
+                    out["weight"][f] = 0.0 if dropped else cfg.landmark_failure_weight
+        for f, c in enumerate(checks):
+            if c.checked and out["status"][f] == "unchecked":
+                out["status"][f] = "ok"
+            out["error"][f] = math.nan if c.error is None else c.error
+            out["points"][f] = c.points
+        return out
+
+
+def person_masks(frames: Tensor) -> Tensor | None:
+    """[F, 3, H, W] -> person probability [F, 1, H, W] from the selfie segmentation model that
+    the setup extracts (MediaPipe, Apache-2.0); None when it is not installed."""
+    from ..preprocess.assets import selfie_model_path
+    from ..preprocess.mask import selfie_probabilities
+
+    model = selfie_model_path()
+    if model is None:
+        log.warning("no selfie segmentation model (bash scripts/setup.sh extracts it): generated frames are masked by the avatar's silhouette")
+        return None
+    u8 = (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return torch.stack([torch.from_numpy(selfie_probabilities(np.ascontiguousarray(f), model)) for f in u8])[:, None]
+
+
+def composite_over(frames: Tensor, masks: Tensor, background: float) -> Tensor:
+    """Frames [F, 3, H, W] where masks [F, 1, H, W] say person, ``background`` elsewhere."""
+    m = masks.float().clamp(0, 1)
+    return frames.float() * m + background * (1 - m)
 
 
 def _rows_for_clip(clip: Clip, out: dict, store: ObjectStore, round_name: str, generator: str, source_avatar: str, strength: float, seed: int, refresh_count: int, clip_round: str, when: str, order: int) -> list[dict]:
@@ -199,6 +282,10 @@ def _rows_for_clip(clip: Clip, out: dict, store: ObjectStore, round_name: str, g
                 "frame": store.put(to_uint8(out["frames"][f])),
                 "mask": store.put(to_uint8(out["masks"][f])),
                 "landmarks": store.put(to_uint8(out["maps"][f])),
+                "landmark_status": out["status"][f],
+                "landmark_error": float(out["error"][f]),
+                "landmarks_extracted": [] if out["points"][f] is None else np.round(out["points"][f], 3).reshape(-1).tolist(),
+                "sample_weight": float(out["weight"][f]),
             }
         )
     return rows
@@ -245,7 +332,8 @@ class RoundDataset:
         if ref is not None and w > 0:
             n = data.frames.shape[0]
             cat = lambda a, b: torch.cat([a, b.to(a.dtype)])  # noqa: E731
-            weights = torch.cat([torch.full((n,), (1 - w) / max(1, n)), torch.tensor([w if n else 1.0])])
+            base = data.weights if data.weights is not None else torch.full((n,), 1.0 / max(1, n))
+            weights = torch.cat([base * (1 - w), torch.tensor([w if n else 1.0])])
             data = SampleTensors(
                 cat(data.frames, ref.frames), cat(data.masks, ref.masks), cat(data.viewmats, ref.viewmats), cat(data.Ks, ref.Ks),
                 cat(data.expressions, ref.expressions), cat(data.jaws, ref.jaws), data.resolution, weights,
@@ -269,7 +357,7 @@ class RoundDataset:
             clip = _clip_from_rows(rows)
             count_k = int(rows["refresh_count"].max()) + 1
             seed = _seed(spec.seed, spec.name, clip_id, count_k)
-            out = self.clips.generate(clip, gaussians, spec.strength, seed)
+            out = self.clips.generate(clip, gaussians, spec.strength, seed, self._extracted(rows) if cfg.condition_on_extracted else None)
             new_rows = _rows_for_clip(
                 clip, out, self.store, spec.name, self.clips.generator.info.name, source, spec.strength, seed, count_k,
                 rows["clip_round"].iloc[0], f"{spec.name}@{step}", order + k,
@@ -281,6 +369,15 @@ class RoundDataset:
         self.refreshes += 1
         self.log.append({"step": step, "clips": chosen})
         return chosen
+
+    @staticmethod
+    def _extracted(rows: pd.DataFrame) -> Tensor | None:
+        """The landmarks extracted from a clip's current frames [F, 468, 2], if every frame has them."""
+        rows = rows.sort_values("frame_index")
+        pts = [np.asarray(p, np.float32) for p in rows["landmarks_extracted"]]
+        if any(p.size != 468 * 2 for p in pts):
+            return None
+        return torch.from_numpy(np.stack(pts).reshape(len(pts), 468, 2))
 
     def state(self) -> dict:
         return {"table_step": self.table_step, "refreshes": self.refreshes, "log": [[e["step"], list(e["clips"])] for e in self.log]}
@@ -339,7 +436,7 @@ def run_round(
     out_dir = Path(out_dir)
     work = out_dir / ".work"
     work.mkdir(parents=True, exist_ok=True)
-    clips = ClipGenerator(head, reference, generator, train_cfg.background)
+    clips = ClipGenerator(head, reference, generator, train_cfg.background, sym_cfg)
     identity = _work_identity(spec, sym_cfg, train_cfg, generator, previous, previous_avatar)
     initial_path = work / "initial.parquet"
     marker = work / "spec.json"

@@ -84,7 +84,7 @@ class FreshTargets:
 
 def clip_frames(clips: list, reference, resolution: int) -> tuple[Cameras, Tensor, Tensor]:
     """Every frame of ``clips`` as (cameras [N], expressions [N, E], jaws [N, 3])."""
-    from ..progressive.schedules import clip_cameras
+    from ..render.camera import clip_cameras
 
     cams = Cameras.cat([clip_cameras(c, reference.camera, reference.target, resolution) for c in clips])
     expr = torch.cat([torch.from_numpy(c.expressions).float() for c in clips])

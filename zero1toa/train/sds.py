@@ -274,7 +274,7 @@ def sds_train(
     Logged rows (every ``cfg.log_every`` steps, averaged): total, sds, position, scale,
     (reference), grad_norm, t, num_gaussians.
     """
-    from ..progressive.schedules import clip_cameras
+    from ..render.camera import clip_cameras
     from ..render.landmark_maps import head_landmark_maps
     from .trainer import OptimisationLoop, TrainResult
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..animate.drive import preset_sequence
-from ..progressive.schedules import Clip, clip_cameras
-from ..render.landmark_maps import head_landmark_maps
-from ..render.video import contact_sheet, to_uint8_frames, write_png, write_video
-from .base import GenerationRequest, VideoGenerator
+from .animate.drive import preset_sequence
+from .progressive.schedules import Clip, clip_cameras
+from .render.landmark_maps import head_landmark_maps
+from .render.video import contact_sheet, to_uint8_frames, write_png, write_video
+from .generate.base import GenerationRequest, VideoGenerator
 
 
 @dataclass

@@ -1,0 +1,32 @@
+"""Settings of the pseudo ground-truth generators (composed into the run's config by zero1toa.config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..bench.simulated import SimulatorConfig
+
+
+@dataclass
+class GeneratorConfig:
+    """Which pseudo ground-truth generator SymGEN uses."""
+
+    kind: str = "reprojection"  # reprojection (embedded, weight-free) | animatediff | tiny | simulated (benchmark instrument)
+    resolution: int = 256  # dataset frame size (the avatar trains at this resolution)
+    supersample: int = 2  # reprojection: antialiasing factor
+    model_dir: str | None = None  # animatediff: local folder with the pipeline components
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    num_inference_steps: int = 25
+    guidance_scale: float = 7.5
+    controlnet_conditioning_scale: float = 1.0
+    ip_adapter_scale: float = 0.7
+    prompt: str = "a high quality photo of a person's head, studio lighting"
+    negative_prompt: str = "blurry, deformed, low quality"
+    cpu_offload: bool = False
+    # simulated: a test instrument for the ground-truth benchmark, never a model. It renders the
+    # truth subject in truth_dir and corrupts it at this inconsistency level (0|low|medium|high or
+    # a multiplier of the simulator's per-knob magnitudes; see zero1toa/bench/simulated.py).
+    truth_dir: str | None = None
+    inconsistency: str | float = "medium"
+    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
