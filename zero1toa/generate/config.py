@@ -24,6 +24,9 @@ class GeneratorConfig:
     prompt: str = "a high quality photo of a person's head, studio lighting"
     negative_prompt: str = "blurry, deformed, low quality"
     cpu_offload: bool = False
+    # diffusion backends: how a refresh starts from the avatar's renders, sdedit (noise them to
+    # the strength's level) or ddim_inversion (DDIM-invert them to it, the paper's summaries)
+    refresh_start: str = "sdedit"
     # simulated: a test instrument for the ground-truth benchmark, never a model. It renders the
     # truth subject in truth_dir and corrupts it at this inconsistency level (0|low|medium|high or
     # a multiplier of the simulator's per-knob magnitudes; see zero1toa/bench/simulated.py).

@@ -217,6 +217,11 @@ class DiffusionSettings:
     controlnet_conditioning_scale: float = 1.0
     ip_adapter_scale: float = 0.7
     eta: float = 0.0  # DDIM eta
+    # How a refresh starts from the avatar's renders: "sdedit" noises their latents to the
+    # strength's level (diffusers' img2img); "ddim_inversion" runs the scheduler's DDIM inverse
+    # (diffusers' DDIMInverseScheduler) under the same conditions up to that level, as the
+    # paper's summaries describe, so the denoise starts from the renders' own trajectory.
+    refresh_start: str = "sdedit"
     decode_chunk_size: int = 16  # frames per VAE encode/decode call
     extra: dict[str, Any] = field(default_factory=dict)  # passed through to the pipeline call
 
@@ -529,6 +534,55 @@ class AnimateDiffControlNetGenerator(VideoGenerator):
         out = [vae.decode(lat.to(model_dtype)).sample.float().cpu() for lat in latents]
         return (torch.cat(out) / 2 + 0.5).clamp(0, 1)
 
+    @torch.no_grad()
+    def encode_latents(self, frames: Tensor) -> Tensor:
+        """[F, 3, H, W] in [0, 1] -> scaled video latents [1, C, F, h, w] (posterior mean)."""
+        pipe, R = self.pipeline, self.info.resolution
+        vae = pipe.vae
+        x = _resize(frames.float(), R) * 2 - 1
+        upcast = bool(vae.config.get("force_upcast", False)) and vae.dtype != torch.float32
+        model_dtype = vae.dtype
+        chunk = max(1, self.settings.decode_chunk_size)
+        if upcast:
+            vae.to(torch.float32)
+        lat = torch.cat([vae.encode(x[i : i + chunk].to(self.device, vae.dtype)).latent_dist.mode() for i in range(0, x.shape[0], chunk)])
+        if upcast:
+            vae.to(model_dtype)
+        return (vae.config.scaling_factor * lat).permute(1, 0, 2, 3)[None].to(pipe.dtype)  # [1, C, F, h, w]
+
+    @torch.no_grad()
+    def invert(self, frames: Tensor, steps: int, kwargs: dict[str, Any]) -> Tensor:
+        """DDIM-invert the renders' latents through the first ``steps`` steps of the schedule.
+
+        The pipeline itself runs the inversion (UNet + ControlNet under the same landmarks, prompt
+        and reference, no classifier-free guidance) with diffusers' ``DDIMInverseScheduler`` built
+        from the pipeline's scheduler config, truncated to its first ``steps`` timesteps: the
+        latent it returns sits exactly at the noise level where a refresh of that many steps
+        starts denoising (both schedules share the same timesteps).
+        """
+        from diffusers import DDIMInverseScheduler
+
+        pipe = self.pipeline
+        saved = pipe.scheduler
+        forward_cls = type(saved)
+
+        class _FirstSteps(DDIMInverseScheduler):
+            """DDIM's inverse step on the forward schedule's own timesteps, reversed and cut to the
+            first ``steps`` (so it works for every spacing, "linspace" included)."""
+
+            def set_timesteps(self, num_inference_steps, device=None):  # noqa: ANN001
+                fwd = forward_cls.from_config(saved.config)
+                fwd.set_timesteps(num_inference_steps, device=device)
+                self.num_inference_steps = num_inference_steps
+                self.timesteps = fwd.timesteps.flip(0)[:steps].clone()
+
+        pipe.scheduler = _FirstSteps.from_config(saved.config)
+        try:
+            inv = dict(kwargs, guidance_scale=1.0, negative_prompt=None, latents=self.encode_latents(frames), strength=1.0, output_type="latent", eta=0.0)
+            return pipe(**inv).frames
+        finally:
+            pipe.scheduler = saved
+
     def denoise_steps(self, strength: float) -> int:
         """How many denoising steps a refresh at ``strength`` runs (diffusers' img2img rule)."""
         n = self.settings.num_inference_steps
@@ -574,8 +628,15 @@ class AnimateDiffControlNetGenerator(VideoGenerator):
             mode, steps = "noise", s.num_inference_steps
         else:
             init = _resize(request.init_frames.float().clamp(0, 1), R).cpu()  # [F, 3, R, R]
-            kwargs.update(video=init, strength=float(request.strength))  # 4-D: len() must be F
-            mode, steps = "refresh", self.denoise_steps(request.strength)
+            steps = self.denoise_steps(request.strength)
+            if s.refresh_start == "ddim_inversion":
+                kwargs.update(latents=self.invert(init, steps, kwargs), strength=float(request.strength))
+                mode = "refresh (ddim inversion)"
+            elif s.refresh_start == "sdedit":
+                kwargs.update(video=init, strength=float(request.strength))  # 4-D: len() must be F
+                mode = "refresh"
+            else:
+                raise ValueError(f"refresh_start must be sdedit or ddim_inversion, got {s.refresh_start!r}")
         out = pipe(**kwargs).frames  # [1, F, 3, R, R] in [0, 1]
         frames = out[0].float().cpu().clamp(0, 1)
         return GenerationResult(frames, None, {"mode": mode, "denoise_steps": steps, "reference": ref})

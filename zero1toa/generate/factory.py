@@ -68,6 +68,7 @@ def build_generator(cfg, head, reference, seed: int = 0) -> VideoGenerator:
             guidance_scale=cfg.guidance_scale if cfg.kind == "animatediff" else 1.0,
             controlnet_conditioning_scale=cfg.controlnet_conditioning_scale,
             ip_adapter_scale=cfg.ip_adapter_scale,
+            refresh_start=cfg.refresh_start,
         )
         return AnimateDiffControlNetGenerator.from_folder(
             folder,
