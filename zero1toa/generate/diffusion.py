@@ -517,21 +517,10 @@ class AnimateDiffControlNetGenerator(VideoGenerator):
         This is what "strength 0" returns and the floor on how closely any output can match its
         init frames.
         """
-        pipe, R = self.pipeline, self.info.resolution
-        vae = pipe.vae
-        x = _resize(frames.float(), R) * 2 - 1
-        upcast = bool(vae.config.get("force_upcast", False)) and vae.dtype != torch.float32
-        model_dtype = vae.dtype
+        vae = self.pipeline.vae
         chunk = max(1, self.settings.decode_chunk_size)
-        if upcast:  # as the pipeline does: the SD VAE encoder can overflow in float16
-            vae.to(torch.float32)
-        latents = [
-            vae.encode(x[i : i + chunk].to(self.device, vae.dtype)).latent_dist.mode()
-            for i in range(0, x.shape[0], chunk)
-        ]
-        if upcast:
-            vae.to(model_dtype)
-        out = [vae.decode(lat.to(model_dtype)).sample.float().cpu() for lat in latents]
+        latents = (self.encode_latents(frames)[0].permute(1, 0, 2, 3) / vae.config.scaling_factor).to(vae.dtype)  # [F, C, h, w]
+        out = [vae.decode(latents[i : i + chunk]).sample.float().cpu() for i in range(0, latents.shape[0], chunk)]
         return (torch.cat(out) / 2 + 0.5).clamp(0, 1)
 
     @torch.no_grad()
@@ -543,7 +532,7 @@ class AnimateDiffControlNetGenerator(VideoGenerator):
         upcast = bool(vae.config.get("force_upcast", False)) and vae.dtype != torch.float32
         model_dtype = vae.dtype
         chunk = max(1, self.settings.decode_chunk_size)
-        if upcast:
+        if upcast:  # as the pipeline does: the SD VAE encoder can overflow in float16
             vae.to(torch.float32)
         lat = torch.cat([vae.encode(x[i : i + chunk].to(self.device, vae.dtype)).latent_dist.mode() for i in range(0, x.shape[0], chunk)])
         if upcast:
