@@ -92,6 +92,7 @@ KEYS = [
     "dataset_consistency_final",
     "psnr_reference",
 ]
+SHORT = {"no_progressive": "no_prog", "reprojection": "reproj", "medium": "med", "none": "-"}  # sheet row labels
 CURVE_YAWS = [-135.0, -90.0, -45.0, 0.0, 45.0, 90.0, 135.0, 180.0]
 SHEET_YAWS = [0.0, 60.0, 120.0, 180.0]
 
@@ -301,13 +302,14 @@ def write_curves(rows: list[dict], png: Path, csv_path: Path) -> None:
             for c in r["curves"]:
                 w.writerow([r["variant"], r["inconsistency"], c["round"], c["psnr_heldout_curve"], c["dataset_consistency"], c["refresh_change"]])
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    for r in rows:
-        label = f"{r['variant']}@{r['inconsistency']}"
+    for i, r in enumerate(rows):
+        label, colour = f"{r['variant']}@{r['inconsistency']}", f"C{i % 10}"  # one colour per row in both panels
+        style = "--" if r["inconsistency"] in ("0", "none") else "-"
         xs = [c["round"] for c in r["curves"]]
-        axes[0].plot(xs, [c["psnr_heldout_curve"] for c in r["curves"]], marker="o", label=label)
+        axes[0].plot(xs, [c["psnr_heldout_curve"] for c in r["curves"]], style, marker="o", color=colour, label=label)
         ys = [c["dataset_consistency"] for c in r["curves"]]
         if any(y is not None for y in ys):
-            axes[1].plot(xs, [math.nan if y is None else y for y in ys], marker="o", label=label)
+            axes[1].plot(xs, [math.nan if y is None else y for y in ys], style, marker="o", color=colour, label=label)
     axes[0].set_title("held-out PSNR per round (8 yaws, 96 px)")
     axes[0].set_ylabel("dB")
     axes[1].set_title("dataset disagreement across clips (lower = consistent)")
@@ -315,6 +317,7 @@ def write_curves(rows: list[dict], png: Path, csv_path: Path) -> None:
         ax.tick_params(axis="x", rotation=30)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, ncol=2)
+    axes[1].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)
@@ -344,7 +347,7 @@ def write_sheet(rows: list[dict], subject: Path, png: Path, resolution: int = 16
             grid.append(list(to_uint8_frames(out["truth"])))
             labels.append("truth")
         grid.append(list(to_uint8_frames(out["avatar"])))
-        labels.append(f"{r['variant']}@{r['inconsistency']}")
+        labels.append(f"{SHORT.get(r['variant'], r['variant'])}@{SHORT.get(r['inconsistency'], r['inconsistency'])}")
     write_png(png, contact_sheet(grid, labels, [f"yaw {y:+.0f}" for y in SHEET_YAWS]))
 
 
@@ -390,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="truth subject seed")
     p.add_argument("--jobs", type=int, default=2, help="rows run at the same time, each in its own process (default 2: one per core)")
     p.add_argument("--build-only", action="store_true", help="build the truth subject (into --out) and stop")
+    p.add_argument("--redraw", action="store_true", help="redraw the curves and the sheet from the grid's results JSON and run folders (no runs)")
     p.add_argument("--reevaluate", action="store_true", help="measure the finished runs in --out again with the current metrics (no training)")
     p.add_argument("--smoke", action="store_true", help="CI-sized wiring check: smoke preset, truth at 256 px (the numbers mean nothing)")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every row (e.g. symgen.clips_per_refresh=2)")
@@ -407,11 +411,18 @@ def main(argv: list[str] | None = None) -> int:
     grid = "smoke" if args.smoke else ("custom" if args.rows else ("quick" if args.quick else "full"))
     for r in rows_wanted:
         row_overrides(r, subject, args.out, [])  # fail before any work on a bad row
+    stem = f"truth_{grid}"
+    if args.redraw:
+        doc = json.loads((args.results / f"{stem}.json").read_text())
+        rows = [{**r, "run": str(args.out / f"{r['variant']}__{r['inconsistency']}")} for r in doc["rows"]]
+        write_curves(rows, args.results / f"{stem}_curves.png", args.results / f"{stem}_curves.csv")
+        write_sheet(rows, subject, args.results / f"{stem}_sheet.png")
+        print(f"[truth] redrew {stem}_curves.png and {stem}_sheet.png in {args.results}")
+        return 0
     t_all = time.perf_counter()
     shared = shared_fit(subject, args.out, args.overrides)
     results = run_rows(rows_wanted, subject, args.out, shared, args.overrides, args.jobs, args.reevaluate)
     args.results.mkdir(parents=True, exist_ok=True)
-    stem = f"truth_{grid}"
     doc = {
         "grid": grid,
         "rows": [{k: v for k, v in r.items() if k not in ("run",)} for r in results],
