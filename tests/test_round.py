@@ -116,7 +116,7 @@ import torch; torch.set_num_threads(1)
 from zero1toa.config import from_dict
 from zero1toa.nodes import node_round
 cfg = from_dict(json.loads(Path(sys.argv[2]).read_text()))
-node_round(Path(sys.argv[1]), cfg, "spatial_1")
+node_round(Path(sys.argv[1]), cfg, sys.argv[3] if len(sys.argv) > 3 else "spatial_1")
 """
 
 
@@ -159,6 +159,46 @@ def test_killed_round_resumes_from_its_checkpoint(fitted_run, tmp_path):
         diff = (a.params[k] - b.params[k]).abs().max().item()
         assert diff < 1e-4, f"{k} differs by {diff} after resume"
     assert resumed["outputs"]["dataset"] == straight["outputs"]["dataset"]
+
+
+def test_a_round_after_the_first_killed_mid_way_resumes(fitted_run, tmp_path):
+    """SIGKILL inside the *second* round (it trains on the first round's dataset, refreshes clips
+    of both stages): the re-run resumes from its checkpoint, which loads with weights_only (the
+    working table lives in .work/table_<step>.parquet, not in the checkpoint), and ends where an
+    uninterrupted run ends."""
+    cfg_dict = json.loads(json.dumps(SMOKE))
+    cfg_dict["stages"]["temporal_iterations"] = 60
+    cfg = from_dict(cfg_dict)
+    base = _run_copy(fitted_run, tmp_path / "base")
+    torch.set_num_threads(1)
+    node_round(base, cfg, "spatial_1")
+    killed, fresh = tmp_path / "killed", tmp_path / "fresh"
+    shutil.copytree(base, killed)
+    shutil.copytree(base, fresh)
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(json.dumps(cfg_dict))
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    work = killed / "temporal" / "round_1" / ".work"
+    proc = subprocess.Popen([sys.executable, str(script), str(killed), str(cfg_path), "temporal_1"], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 240
+    while not (work / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the round finished before it could be killed"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = torch.load(work / "checkpoint.pt", weights_only=True)  # plain tensors and values only
+    assert state["step"] >= 10 and any(work.glob("table_*.parquet"))
+    resumed = node_round(killed, cfg, "temporal_1")
+    assert resumed["metrics"]["resumed_from_iteration"] >= 10
+    straight = node_round(fresh, cfg, "temporal_1")
+    assert resumed["outputs"]["dataset"] == straight["outputs"]["dataset"]
+    assert resumed["extra"]["refresh_log"] == straight["extra"]["refresh_log"]
+    a, _, _ = load_avatar(killed / "temporal" / "round_1" / "avatar")
+    b, _, _ = load_avatar(fresh / "temporal" / "round_1" / "avatar")
+    for k in ("means", "sh0", "opacities"):
+        assert (a.params[k] - b.params[k]).abs().max().item() < 1e-4, k
 
 
 def test_sds_baseline_rounds_through_the_same_node(fitted_run, tmp_path):

@@ -174,10 +174,9 @@ class OptimisationLoop:
         checkpoint_path: Path | None,
         round_name: str,
         mode: str,
-        dataset_version: str = "",
     ) -> None:
         self.gaussians, self.cfg, self.iterations = gaussians, cfg, iterations
-        self.checkpoint_path, self.round_name, self.mode, self.dataset_version = checkpoint_path, round_name, mode, dataset_version
+        self.checkpoint_path, self.round_name, self.mode = checkpoint_path, round_name, mode
         self.gen = torch.Generator().manual_seed(seed)
         self.optimizers = make_optimizers(gaussians, cfg.optim)
         self.strategy = _BoundedStrategy(cfg.densify, iterations) if cfg.densify.enabled else None
@@ -262,7 +261,7 @@ class OptimisationLoop:
                 strategy_state=dict(self.strategy.state) if self.strategy is not None else {},
                 sh_degree=self.gaussians.sh_degree,
                 round_name=self.round_name,
-                dataset_version=self.dataset_version,
+                dataset_version="",  # the trainer knows no datasets (the field stays for old checkpoints)
                 rng=capture_rng(),
                 extra={"mode": self.mode, "sampler_rng": self.gen.get_state(), "history": self.history, **extra},
             ),
