@@ -4,6 +4,7 @@ then down-weighted or dropped, and the dataset says why."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -28,15 +29,17 @@ def scene(fitted_run):
 
 
 class _Shifted(VideoGenerator):
-    """Wraps a generator and moves every face 20 px to the right: the wrong landmarks."""
+    """Wraps a generator (as a model whose geometry is not exact) and moves every face ``shift``
+    pixels to the right: 0 is a faithful model, 20 draws the wrong landmarks."""
 
-    def __init__(self, inner: VideoGenerator) -> None:
-        self.inner, self.info, self.calls = inner, inner.info, 0
+    def __init__(self, inner: VideoGenerator, shift: int = 20) -> None:
+        self.inner, self.shift, self.calls = inner, shift, 0
+        self.info = replace(inner.info, geometry_exact=False)
 
     def _generate_window(self, request):
         self.calls += 1
         out = self.inner._generate_window(request)
-        return GenerationResult(torch.roll(out.frames, 20, dims=-1), torch.roll(out.masks, 20, dims=-1))
+        return GenerationResult(torch.roll(out.frames, self.shift, dims=-1), torch.roll(out.masks, self.shift, dims=-1))
 
 
 class _Noise(VideoGenerator):
@@ -53,9 +56,17 @@ class _Noise(VideoGenerator):
         return GenerationResult(torch.rand(n, 3, s, s, generator=g), torch.ones(n, 1, s, s))
 
 
+def test_the_embedded_generator_is_not_checked(scene):
+    """It renders the requested geometry itself: its landmarks are right by construction."""
+    head, ref, gen, clip = scene
+    cg = ClipGenerator(head, ref, gen, 1.0, SymGenConfig())
+    assert gen.info.geometry_exact and cg.checker is None
+    assert cg.generate(clip, None, 1.0, 0)["status"] == ["unchecked"] * 3
+
+
 def test_a_faithful_frame_passes(scene):
     head, ref, gen, clip = scene
-    out = ClipGenerator(head, ref, gen, 1.0, SymGenConfig()).generate(clip, None, 1.0, 0)
+    out = ClipGenerator(head, ref, _Shifted(gen, 0), 1.0, SymGenConfig()).generate(clip, None, 1.0, 0)
     assert out["status"] == ["ok", "ok", "unchecked"]
     assert out["error"][0] < 0.06 and out["error"][1] < 0.12 and math.isnan(out["error"][2])
     assert out["points"][0].shape == (468, 2) and out["points"][2] is None
@@ -101,7 +112,7 @@ def test_the_dataset_records_why_and_the_trainer_never_draws_a_dropped_frame(sce
 def test_refreshes_can_be_conditioned_on_extracted_landmarks(scene):
     """condition_on_extracted: the maps come from the landmarks found in the current frames."""
     head, ref, gen, clip = scene
-    cg = ClipGenerator(head, ref, gen, 1.0, SymGenConfig())
+    cg = ClipGenerator(head, ref, _Shifted(gen, 0), 1.0, SymGenConfig())
     first = cg.generate(clip, None, 1.0, 0)
     pts = torch.from_numpy(np.stack([first["points"][0]] * 3)).float() + torch.tensor([6.0, 0.0])
     again = cg.generate(clip, None, 1.0, 0, points=pts)

@@ -14,8 +14,6 @@ computation, and :mod:`zero1toa.evaluate.run` only decides *what* to feed them:
 
 from __future__ import annotations
 
-import contextlib
-import logging
 
 import math
 from collections.abc import Sequence
@@ -133,17 +131,7 @@ def lip_gap(points: np.ndarray, upper: int, lower: int, right: int, left: int) -
     return float(np.linalg.norm(p[upper, :2] - p[lower, :2]) / interocular_distance(p, right, left))
 
 
-@contextlib.contextmanager
-def quiet_photo_warnings():
-    """Silence preprocessing's photo warnings (small face, profile) while we analyse *renders*:
-    they are advice for a user's input photo, not evaluation results."""
-    logger = logging.getLogger("zero1toa.preprocess")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+from ..preprocess.errors import quiet_photo_warnings  # noqa: E402,F401  (re-exported)
 
 
 def face_found(rgb: np.ndarray, runner=None, min_face_px: float = 0.0) -> bool:

@@ -33,6 +33,9 @@ class GeneratorInfo:
     # how its landmark conditions are drawn (render/landmark_maps.py): "project", or
     # "mediapipe_face" for models trained on the MediaPipe-face annotator's maps
     landmark_style: str = "project"
+    # True when the frames are the requested head geometry rendered (the embedded generator): their
+    # landmarks are right by construction, so SymGEN's landmark re-extraction skips them
+    geometry_exact: bool = False
 
 
 @dataclass

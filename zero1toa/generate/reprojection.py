@@ -90,6 +90,7 @@ class ReprojectionGenerator(VideoGenerator):
             overlap=0,
             deterministic=True,
             weights="none (projective texturing of the reference photo)",
+            geometry_exact=True,
         )
         with torch.no_grad():
             v_ref = head.animate(self.ref_expression[None], self.ref_pose)[0]  # [V, 3]

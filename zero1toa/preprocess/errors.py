@@ -13,6 +13,7 @@ pipeline can store them in the run's manifest where a user will find them later.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -165,3 +166,16 @@ def record_warning(
     if sink is not None:
         sink.append(warning)
     return warning
+
+
+@contextlib.contextmanager
+def quiet_photo_warnings():
+    """Silence preprocessing's photo warnings (small face, profile) while we analyse *renders* or
+    generated frames: they are advice for a user's input photo, not results."""
+    logger = logging.getLogger("zero1toa.preprocess")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

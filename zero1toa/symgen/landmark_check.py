@@ -52,15 +52,16 @@ class LandmarkChecker:
     def _extract(self, rgb: np.ndarray) -> np.ndarray | None:
         import cv2
 
-        from ..preprocess.errors import PreprocessError
+        from ..preprocess.errors import PreprocessError, quiet_photo_warnings
         from ..preprocess.facemesh import FaceMeshRunner, find_face
 
         if self._runner is None:
-            self._runner = FaceMeshRunner(num_threads=1)
+            self._runner = FaceMeshRunner(num_threads=2)
         k = max(1, math.ceil(self.analysis_size / max(1, rgb.shape[1])))
         img = cv2.resize(rgb, (rgb.shape[1] * k, rgb.shape[0] * k), interpolation=cv2.INTER_CUBIC) if k > 1 else rgb
         try:
-            res = find_face(np.ascontiguousarray(img), runner=self._runner, min_face_px=0.0, with_iris=False)
+            with quiet_photo_warnings():
+                res = find_face(np.ascontiguousarray(img), runner=self._runner, min_face_px=0.0, with_iris=False)
         except PreprocessError:
             return None
         return res.landmarks.points[:, :2].astype(np.float64) / k

@@ -71,7 +71,8 @@ class SymGenConfig:
     # does not say; the one real image is the only pixel-exact truth there is, so we keep it in).
     reference_weight: float = 0.1
     # Landmark re-extraction (paper: landmarks are extracted from the generated pseudo ground
-    # truth): the face mesh runs on every generated frame within +-landmark_check_max_yaw; a frame
+    # truth): the face mesh runs on every generated frame within +-landmark_check_max_yaw (of
+    # generators that do not render the requested geometry themselves); a frame
     # with no face or a mean landmark error above landmark_max_error (inter-ocular distances) is
     # regenerated once, then down-weighted (landmark_failure_weight) or dropped.
     landmark_check: bool = True
@@ -154,7 +155,7 @@ class ClipGenerator:
         self.resolution = generator.info.resolution
         self.cfg = cfg
         self.checker = None
-        if cfg is not None and cfg.landmark_check:
+        if cfg is not None and cfg.landmark_check and not generator.info.geometry_exact:
             from .landmark_check import LandmarkChecker
 
             self.checker = LandmarkChecker(cfg.landmark_check_max_yaw)
