@@ -118,3 +118,17 @@ def test_refreshes_can_be_conditioned_on_extracted_landmarks(scene):
     again = cg.generate(clip, None, 1.0, 0, points=pts)
     cols = lambda m: torch.nonzero(m[0].amax(0) > 0)[:, 1].float().mean()  # noqa: E731
     assert float(cols(again["maps"]) - cols(first["maps"])) == pytest.approx(6.0, abs=1.0)
+
+
+def test_the_tiny_diffusion_models_frames_are_rejected(scene):
+    """The real diffusers path with the tiny random model: its frames hold no face, so every
+    checked frame is regenerated once and then down-weighted, with the reason recorded."""
+    from zero1toa.generate.config import GeneratorConfig
+    from zero1toa.generate.factory import build_generator
+
+    head, ref, _, clip = scene
+    tiny = build_generator(GeneratorConfig(kind="tiny", resolution=64), head, ref)
+    assert not tiny.info.geometry_exact and tiny.info.landmark_style == "mediapipe_face"
+    out = ClipGenerator(head, ref, tiny, 1.0, SymGenConfig()).generate(clip, None, 1.0, 0)
+    assert out["status"][:2] == ["downweighted: no face found (after one regeneration)"] * 2
+    assert out["weight"] == [0.2, 0.2, 1.0] and out["status"][2] == "unchecked"
