@@ -66,3 +66,18 @@ def fitted_run(tmp_path_factory, sample_image) -> Path:
     preprocess_image(sample_image, run / "preprocess", PreprocessConfig(resolution=256))
     fit_head(run / "preprocess", run / "head", HeadFitConfig())
     return run
+
+
+@pytest.fixture(scope="session")
+def truth_dir(tmp_path_factory) -> Path:
+    """The ground-truth benchmark's truth subject at 256 px (built once per session)."""
+    from zero1toa.bench.truth import build_truth_subject
+
+    return build_truth_subject(tmp_path_factory.mktemp("truth") / "subject", seed=0, resolution=256)
+
+
+@pytest.fixture(scope="session")
+def truth(truth_dir):
+    from zero1toa.bench.truth import TruthSubject
+
+    return TruthSubject.load(truth_dir)

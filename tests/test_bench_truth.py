@@ -15,18 +15,6 @@ from zero1toa.head.base import HeadPose
 from zero1toa.render.mesh_raster import rasterize_mesh
 
 
-@pytest.fixture(scope="session")
-def truth_dir(tmp_path_factory):
-    from zero1toa.bench.truth import build_truth_subject
-
-    return build_truth_subject(tmp_path_factory.mktemp("truth") / "subject", seed=0, resolution=256)
-
-
-@pytest.fixture(scope="session")
-def truth(truth_dir) -> TruthSubject:
-    return TruthSubject.load(truth_dir)
-
-
 def _still(truth: TruthSubject, yaws, res=64, elev=0.0, preset="neutral"):
     e, j = truth.head.expression_preset(preset)
     n = len(yaws)

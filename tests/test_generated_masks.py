@@ -3,7 +3,6 @@ the losses never fit a generated background."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from zero1toa.generate.base import GenerationResult, GeneratorInfo, VideoGenerator

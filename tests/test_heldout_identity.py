@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 import torch
 
-from test_bench_truth import truth, truth_dir  # noqa: F401  (session fixtures)
 
 
 # ----------------------------------------------------------------------------- held-out metrics
@@ -33,7 +32,7 @@ def test_pooled_psnr_and_sharpness_by_hand():
     assert high_frequency_energy(gaussian_blur(img, 1.5), full) < 0.2 * high_frequency_energy(img, full)
 
 
-def test_heldout_metrics_of_a_perfect_avatar(truth, monkeypatch):  # noqa: F811
+def test_heldout_metrics_of_a_perfect_avatar(truth, monkeypatch):
     """Plumbing check: an 'avatar' that renders exactly the truth scores inf dB, sharpness 1, SSIM 1."""
     from zero1toa.bench import heldout as H
 
@@ -152,7 +151,7 @@ def test_identity_is_null_with_a_reason_when_dlib_models_are_missing(tmp_path, m
 # ----------------------------------------------------------------------------- SDS fresh targets
 
 
-def test_fresh_targets_change_every_step_and_resume_identically(truth):  # noqa: F811
+def test_fresh_targets_change_every_step_and_resume_identically(truth):
     from zero1toa.avatar.gaussians import InitConfig, init_on_mesh
     from zero1toa.bench.simulated import SimulatedGenerator
     from zero1toa.bench.truth import pipeline_cameras

@@ -20,7 +20,7 @@ def missing_assets(cfg) -> list[str]:
     out: list[str] = []
     g = cfg.generator
     if g.kind == "animatediff":
-        from .generate.diffusion import COMPONENTS, _missing_files
+        from .generate.model_folder import COMPONENTS, _missing_files
 
         if not g.model_dir:
             subs = " ".join(f"{c.sub}/" for c in COMPONENTS)

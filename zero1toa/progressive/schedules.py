@@ -26,7 +26,6 @@ from torch import Tensor
 
 from ..head import topology as T
 from ..head.base import HeadModel, HeadPose
-from ..render.camera import Cameras
 
 
 @dataclass

@@ -321,6 +321,7 @@ class RoundDataset:
 
     def __init__(self, table: pd.DataFrame, store: ObjectStore, clips: ClipGenerator, spec: RoundSpec, cfg: SymGenConfig, reference: SampleTensors | None, work: Path) -> None:
         self.store, self.clips, self.spec, self.cfg, self.reference, self.work = store, clips, spec, cfg, reference, work
+        self.initial = table  # the round's table before any refresh (what a resume at step 0 needs)
         self.table_step = 0  # the iteration whose refresh produced the current table (0: the round's start)
         self.refreshes = 0
         self.log: list[dict] = []
@@ -383,9 +384,9 @@ class RoundDataset:
     def state(self) -> dict:
         return {"table_step": self.table_step, "refreshes": self.refreshes, "log": [[e["step"], list(e["clips"])] for e in self.log]}
 
-    def load_state(self, state: dict, initial: pd.DataFrame) -> None:
+    def load_state(self, state: dict) -> None:
         step = int(state["table_step"])
-        self._set_table(initial if step == 0 else pd.read_parquet(self.work / f"table_{step}.parquet"))
+        self._set_table(self.initial if step == 0 else pd.read_parquet(self.work / f"table_{step}.parquet"))
         self.table_step = step
         self.refreshes = int(state["refreshes"])
         self.log = [{"step": int(s), "clips": list(c)} for s, c in state.get("log", [])]
@@ -466,7 +467,7 @@ def run_round(
     tt = time.perf_counter()
     trainer = Trainer(gaussians, head, spec.iterations, train_cfg, spec.seed, checkpoint_path=work / "checkpoint.pt", round_name=spec.name, progress=progress)
     if trainer.resumed_source_state is not None:
-        data.load_state(trainer.resumed_source_state, table)
+        data.load_state(trainer.resumed_source_state)
     events = refresh_steps(spec.iterations, sym_cfg.refresh_every) if sym_cfg.update_dataset else []
     for k, step in enumerate(events):
         trainer.run(data, step)
