@@ -213,7 +213,7 @@ def run_rows(rows: list[str], subject: Path, root: Path, shared: Path, extra: li
 def round_curves(run: Path, subject: Path, metrics: dict) -> list[dict]:
     """Per round: held-out PSNR (views at CURVE_YAWS, elevation 0) and dataset consistency."""
     from zero1toa.avatar.checkpoint import load_avatar
-    from zero1toa.bench.heldout import AvatarVsTruth, HeldoutSpec, _pooled_psnr, _union
+    from zero1toa.bench.heldout import AvatarVsTruth, HeldoutSpec, pooled_psnr, silhouette_union
     from zero1toa.bench.truth import TruthSubject
     from zero1toa.evaluate.run import round_manifests
     from zero1toa.nodes import load_reference
@@ -231,7 +231,7 @@ def round_curves(run: Path, subject: Path, metrics: dict) -> list[dict]:
         vs = AvatarVsTruth(g, head, ref.expression, ref.jaw, truth)
         r = vs.render(np.asarray(CURVE_YAWS), np.zeros(len(CURVE_YAWS)), spec.resolution, torch.zeros(head.expression_dim), torch.zeros(3))
         c = consistency.get(man["folder"], {})
-        rows.append({"round": man["node"], "psnr_heldout_curve": _pooled_psnr(r["avatar"], r["truth"], _union(r)), "dataset_consistency": c.get("views"), "refresh_change": c.get("refresh")})
+        rows.append({"round": man["node"], "psnr_heldout_curve": pooled_psnr(r["avatar"], r["truth"], silhouette_union(r)), "dataset_consistency": c.get("views"), "refresh_change": c.get("refresh")})
     return rows
 
 

@@ -14,8 +14,8 @@ import torch
 # ----------------------------------------------------------------------------- held-out metrics
 
 
-def test_pooled_psnr_and_sharpness_by_hand():
-    from zero1toa.bench.heldout import _pooled_psnr, high_frequency_energy
+def testpooled_psnr_and_sharpness_by_hand():
+    from zero1toa.bench.heldout import pooled_psnr, high_frequency_energy
     from zero1toa.bench.simulated import gaussian_blur
 
     a = torch.zeros(2, 3, 8, 8)
@@ -25,8 +25,8 @@ def test_pooled_psnr_and_sharpness_by_hand():
     mask[0, :, :4] = True  # 32 pixels of view 0
     mask[1] = True  # 64 pixels of view 1
     mse = (32 * 0.01) / 96  # pooled over the 96 selected pixels, not averaged per view
-    assert _pooled_psnr(a, b, mask) == pytest.approx(10 * math.log10(1 / mse))
-    assert _pooled_psnr(a, b, torch.zeros_like(mask)) is None
+    assert pooled_psnr(a, b, mask) == pytest.approx(10 * math.log10(1 / mse))
+    assert pooled_psnr(a, b, torch.zeros_like(mask)) is None
     img = torch.rand(1, 3, 32, 32)
     full = torch.ones(1, 1, 32, 32, dtype=torch.bool)
     assert high_frequency_energy(gaussian_blur(img, 1.5), full) < 0.2 * high_frequency_energy(img, full)

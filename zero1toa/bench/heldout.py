@@ -33,6 +33,7 @@ from torch import Tensor
 
 from ..avatar.gaussians import BoundGaussians
 from ..avatar.render import render_avatar_frames
+from ..evaluate import metrics as M
 from ..head.base import HeadModel, HeadPose
 from .truth import TruthSubject, align_heads, pipeline_cameras
 
@@ -103,22 +104,14 @@ class AvatarVsTruth:
         return {"avatar": rgb.cpu(), "avatar_alpha": alpha.cpu(), "truth": tr.rgb, "truth_alpha": tr.alpha, "seen": tr.seen}
 
 
-def _pooled_psnr(a: Tensor, b: Tensor, mask: Tensor) -> float | None:
-    w = mask.float().expand_as(a)
-    total = float(w.sum())
-    if total <= 0:
-        return None
-    mse = float(((a - b) ** 2 * w).sum() / total)
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+def pooled_psnr(a: Tensor, b: Tensor, mask: Tensor) -> float | None:
+    """PSNR of the squared error over every selected pixel of every view (None: no pixel)."""
+    return M.psnr(a, b, mask.float()) if bool(mask.any()) else None
 
 
-def _masked_ssim(a: Tensor, b: Tensor, mask: Tensor) -> float | None:
-    from kornia.metrics import ssim as ssim_map
-
-    w = mask.float().expand_as(a)
-    if float(w.sum()) <= 0:
-        return None
-    return float((ssim_map(a, b, 11, max_val=1.0) * w).sum() / w.sum())
+def masked_ssim(a: Tensor, b: Tensor, mask: Tensor) -> float | None:
+    """SSIM averaged over the selected pixels (None: no pixel)."""
+    return M.ssim(a, b, mask.float()) if bool(mask.any()) else None
 
 
 def high_frequency_energy(rgb: Tensor, mask: Tensor) -> float:
@@ -130,7 +123,8 @@ def high_frequency_energy(rgb: Tensor, mask: Tensor) -> float:
     return float((lap**2 * inner).sum())
 
 
-def _union(r: dict[str, Tensor]) -> Tensor:
+def silhouette_union(r: dict[str, Tensor]) -> Tensor:
+    """Pixels covered by the truth or the avatar (what the held-out PSNRs compare)."""
     return (r["truth_alpha"] > 0.5) | (r["avatar_alpha"] > 0.5)
 
 
@@ -141,36 +135,35 @@ def heldout_metrics(scene: AvatarVsTruth, spec: HeldoutSpec) -> tuple[dict, dict
     zero_e, zero_j = torch.zeros(scene.head.expression_dim), torch.zeros(3)
     yaws, elevs = spec.view_grid()
     r = scene.render(yaws, elevs, spec.resolution, zero_e, zero_j)
-    union = _union(r)
+    union = silhouette_union(r)
     seen = union & (r["seen"] > 0.5)
     unseen = union & ~seen
-    values["psnr_heldout_views"] = _pooled_psnr(r["avatar"], r["truth"], union)
+    values["psnr_heldout_views"] = pooled_psnr(r["avatar"], r["truth"], union)
     # the views the progressive schedule reaches (|yaw| <= 90): held-out angles and elevations,
     # but not the back of the head, which no training clip shows
     front = torch.from_numpy(np.abs(yaws) <= 90.0)[:, None, None, None]
-    values["psnr_heldout_front"] = _pooled_psnr(r["avatar"], r["truth"], union & front)
-    values["psnr_heldout_seen"] = _pooled_psnr(r["avatar"], r["truth"], seen)
-    values["psnr_heldout_unseen"] = _pooled_psnr(r["avatar"], r["truth"], unseen)
-    values["ssim_heldout_views"] = _masked_ssim(r["avatar"], r["truth"], union)
+    values["psnr_heldout_front"] = pooled_psnr(r["avatar"], r["truth"], union & front)
+    values["psnr_heldout_seen"] = pooled_psnr(r["avatar"], r["truth"], seen)
+    values["psnr_heldout_unseen"] = pooled_psnr(r["avatar"], r["truth"], unseen)
+    values["ssim_heldout_views"] = masked_ssim(r["avatar"], r["truth"], union)
     hf_t = high_frequency_energy(r["truth"], union)
     values["sharpness_ratio"] = high_frequency_energy(r["avatar"], union) / hf_t if hf_t > 0 else None
     per_view = []
     for i, (y, e) in enumerate(zip(yaws, elevs)):
         u = union[i : i + 1]
-        per_view.append({"yaw": float(y), "elevation": float(e), "psnr": _round(_pooled_psnr(r["avatar"][i : i + 1], r["truth"][i : i + 1], u)), "seen_fraction": round(float(seen[i].sum()) / max(1.0, float(u.sum())), 4)})
+        per_view.append({"yaw": float(y), "elevation": float(e), "psnr": _round(pooled_psnr(r["avatar"][i : i + 1], r["truth"][i : i + 1], u)), "seen_fraction": round(float(seen[i].sum()) / max(1.0, float(u.sum())), 4)})
 
-    expr_rows, mse_parts, ssim_parts = [], [], []
+    expr_rows, renders, ssim_parts = [], [], []
     ey = np.asarray(spec.expression_yaws_deg, np.float64)
     for label, parts in HELDOUT_EXPRESSIONS:
         de, dj = preset_mix(scene.head, parts)
         rx = scene.render(ey, np.zeros_like(ey), spec.resolution, de, dj)
-        ux = _union(rx)
-        expr_rows.append({"expression": label, "psnr": _round(_pooled_psnr(rx["avatar"], rx["truth"], ux)), "ssim": _round(_masked_ssim(rx["avatar"], rx["truth"], ux))})
-        w = ux.float().expand_as(rx["avatar"])
-        mse_parts.append((float(((rx["avatar"] - rx["truth"]) ** 2 * w).sum()), float(w.sum())))
-        ssim_parts.append(_masked_ssim(rx["avatar"], rx["truth"], ux))
-    err, cnt = sum(m for m, _ in mse_parts), sum(c for _, c in mse_parts)
-    values["psnr_heldout_expressions"] = (10 * math.log10(cnt / err) if err > 0 else math.inf) if cnt > 0 else None
+        ux = silhouette_union(rx)
+        ssim_parts.append(masked_ssim(rx["avatar"], rx["truth"], ux))
+        expr_rows.append({"expression": label, "psnr": _round(pooled_psnr(rx["avatar"], rx["truth"], ux)), "ssim": _round(ssim_parts[-1])})
+        renders.append((rx["avatar"], rx["truth"], ux))
+    avatar_x, truth_x, union_x = (torch.cat(t) for t in zip(*renders))
+    values["psnr_heldout_expressions"] = pooled_psnr(avatar_x, truth_x, union_x)
     good = [s for s in ssim_parts if s is not None]
     values["ssim_heldout_expressions"] = float(np.mean(good)) if good else None
     values["heldout_alignment_rms_mm"] = scene.alignment.rms_m * 1000.0

@@ -21,7 +21,7 @@ from ..avatar.gaussians import BoundGaussians
 from ..avatar.render import render_avatar_frames
 from ..generate.base import GenerationRequest, VideoGenerator
 from ..head.base import HeadModel, HeadPose
-from ..render.camera import Cameras
+from ..render.camera import Cameras, clip_cameras
 from ..render.landmark_maps import head_landmark_maps
 from .samples import SampleTensors
 from ..utils.io import digest_obj
@@ -84,8 +84,6 @@ class FreshTargets:
 
 def clip_frames(clips: list, reference, resolution: int) -> tuple[Cameras, Tensor, Tensor]:
     """Every frame of ``clips`` as (cameras [N], expressions [N, E], jaws [N, 3])."""
-    from ..render.camera import clip_cameras
-
     cams = Cameras.cat([clip_cameras(c, reference.camera, reference.target, resolution) for c in clips])
     expr = torch.cat([torch.from_numpy(c.expressions).float() for c in clips])
     jaws = torch.cat([torch.from_numpy(c.jaws).float() for c in clips])

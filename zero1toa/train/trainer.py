@@ -289,20 +289,15 @@ class Trainer:
         round_name: str = "round",
         progress: bool = True,
         on_step: Callable[[int, dict], None] | None = None,
-        mode: str = "symgen",
     ) -> None:
         self.t0 = time.perf_counter()
         self.gaussians, self.head, self.iterations, self.cfg = gaussians, head, iterations, cfg
         self.loss_fn = AvatarLoss(cfg.loss)
-        self.loop = OptimisationLoop(gaussians, cfg, iterations, seed, checkpoint_path, round_name, mode)
+        self.loop = OptimisationLoop(gaussians, cfg, iterations, seed, checkpoint_path, round_name, "symgen")
         self.step = self.loop.start
         self.on_step = on_step
         self.resumed_source_state = self.loop.resumed_extra.get("source") if self.loop.resumed_extra is not None else None
         self.loop.open_bar(progress, round_name)
-
-    @property
-    def resumed_from(self) -> int:
-        return self.loop.start
 
     def run(self, source: BatchSource, stop: int) -> None:
         loop, gen, cfg = self.loop, self.loop.gen, self.cfg
