@@ -77,3 +77,15 @@ def test_the_photo_is_a_permanent_target_with_its_weight(fitted_run, monkeypatch
     g = torch.Generator().manual_seed(0)
     draws = torch.multinomial(t.weights, 4000, replacement=True, generator=g)
     assert 0.22 < (draws == 6).float().mean().item() < 0.28
+
+
+@pytest.mark.parametrize("progressive", [True, False])
+def test_clip_ids_without_a_head_are_the_rounds_own(fitted_run, progressive):
+    """The coverage table names clips by round_clip_ids; the rounds make them with round_clips."""
+    from zero1toa.nodes import plan_rounds, round_clip_ids, round_clips
+    from zero1toa.runfolder import load_reference
+
+    head, ref = load_reference(fitted_run)
+    cfg = from_dict({"stages": {"progressive": progressive}})
+    for plan in plan_rounds(cfg):
+        assert [c.clip_id for c in round_clips(cfg, plan, head, ref)] == round_clip_ids(cfg, plan), plan.name

@@ -118,8 +118,8 @@ def round_clips(cfg: Config, plan: RoundPlan, head, reference) -> list:
     stage_offset = 0 if plan.stage == "spatial" else 1000
     clips = spatial_clips(sp_full, plan.index + stage_offset, ref_e, ref_j, seed)
     clips += temporal_clips(tp_full, plan.index + stage_offset, head, ref_e, ref_j, seed) if n - half > 0 else []
-    for c in clips:  # keep ids unique per round and stage
-        c.clip_id = f"{plan.stage}-{c.clip_id}"
+    for c, cid in zip(clips, round_clip_ids(cfg, plan), strict=True):  # ids unique per round and stage
+        c.clip_id = cid
         c.stage = plan.stage
     return clips
 
