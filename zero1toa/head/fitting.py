@@ -169,7 +169,10 @@ def _robust_affine(X: Tensor, y: Tensor, w0: Tensor, scale: float, iterations: i
     P = torch.zeros(4, 2, dtype=X.dtype)
     for _ in range(max(1, iterations)):
         sw = w.sqrt()[:, None]
-        P = torch.linalg.lstsq(Xh * sw, y * sw).solution  # [4, 2]
+        # normal equations on a 4x4 system: MKL's lstsq varies in the last digits from call to call
+        # (its blocked path depends on buffer alignment), which made identical runs differ
+        Xw = Xh * sw
+        P = torch.linalg.solve(Xw.T @ Xw, Xw.T @ (y * sw))  # [4, 2]
         r = (Xh @ P - y).norm(dim=1)
         sigma = max(scale, 2.0 * float(r.median()))
         w = w0 / (1 + (r / sigma) ** 2) ** 2
