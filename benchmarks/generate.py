@@ -26,8 +26,9 @@ import torch  # noqa: E402
 
 
 def _reference(tmp: Path, crop: int):
-    from zero1toa.nodes import load_reference
-    from zero1toa.preprocess.pipeline import HeadFitConfig, PreprocessConfig, fit_head, preprocess_image
+    from zero1toa.runfolder import load_reference
+    from zero1toa.preprocess.head_fit import HeadFitConfig, fit_head
+    from zero1toa.preprocess.pipeline import PreprocessConfig, preprocess_image
     from zero1toa.sample import write_sample_portrait
 
     run = tmp / f"run{crop}"

@@ -67,7 +67,7 @@ def _timed(cmd: list[str], cwd: Path, env: dict) -> tuple[float, subprocess.Comp
 
 def _node_compute(run_dir: Path) -> dict[str, float]:
     sys.path.insert(0, str(PROJECT))
-    from zero1toa.nodes import read_run_manifests
+    from zero1toa.runfolder import read_run_manifests
 
     return {n: float((m.get("timings") or {}).get("total") or 0.0) for n, m in read_run_manifests(run_dir).items()}
 

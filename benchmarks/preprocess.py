@@ -28,7 +28,8 @@ def main() -> None:
     import torch
     from PIL import Image
 
-    from zero1toa.preprocess.pipeline import HeadFitConfig, PreprocessConfig, fit_head, preprocess_image
+    from zero1toa.preprocess.head_fit import HeadFitConfig, fit_head
+    from zero1toa.preprocess.pipeline import PreprocessConfig, preprocess_image
     from zero1toa.sample import sample_portrait
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

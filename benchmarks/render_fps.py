@@ -54,7 +54,8 @@ def preset_sizes() -> dict[str, tuple[int, int]]:
 
 def fitted_sample(folder: Path):
     """Preprocess + fit the sample portrait once -> (head, reference camera, expression, jaw)."""
-    from zero1toa.preprocess.pipeline import HeadFitConfig, PreprocessConfig, fit_head, load_fitted_head, preprocess_image
+    from zero1toa.preprocess.head_fit import HeadFitConfig, fit_head, load_fitted_head
+    from zero1toa.preprocess.pipeline import PreprocessConfig, preprocess_image
     from zero1toa.sample import write_sample_portrait
 
     image = write_sample_portrait(folder / "portrait.png")
@@ -80,7 +81,7 @@ def run_avatar(path: Path):
     """An avatar folder, a round folder or a run folder (its last finished round)."""
     from zero1toa.avatar.checkpoint import load_avatar
     from zero1toa.evaluate.run import find_avatar_dir, latest_round_folder
-    from zero1toa.nodes import load_reference
+    from zero1toa.runfolder import load_reference
 
     path = Path(path).resolve()
     if (path / "avatar.json").is_file():  # <run>/<stage>/round_k/avatar

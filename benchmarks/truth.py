@@ -216,7 +216,7 @@ def round_curves(run: Path, subject: Path, metrics: dict) -> list[dict]:
     from zero1toa.bench.heldout import AvatarVsTruth, HeldoutSpec, pooled_psnr, silhouette_union
     from zero1toa.bench.truth import TruthSubject
     from zero1toa.evaluate.run import round_manifests
-    from zero1toa.nodes import load_reference
+    from zero1toa.runfolder import load_reference
 
     import numpy as np
     import torch
@@ -331,7 +331,7 @@ def write_sheet(rows: list[dict], subject: Path, png: Path, resolution: int = 16
     from zero1toa.bench.heldout import AvatarVsTruth
     from zero1toa.bench.truth import TruthSubject
     from zero1toa.evaluate.run import latest_round_folder
-    from zero1toa.nodes import load_reference
+    from zero1toa.runfolder import load_reference
     from zero1toa.render.video import contact_sheet, to_uint8_frames, write_png
 
     truth = TruthSubject.load(subject)
@@ -361,7 +361,7 @@ def write_levels(subject: Path, shared: Path, png: Path, resolution: int = 160) 
     from zero1toa.bench.truth import TruthSubject
     from zero1toa.generate.base import GenerationRequest
     from zero1toa.head.base import HeadPose
-    from zero1toa.nodes import load_reference
+    from zero1toa.runfolder import load_reference
     from zero1toa.progressive.schedules import orbit_from_reference
     from zero1toa.render.video import contact_sheet, to_uint8_frames, write_png
 

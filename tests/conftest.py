@@ -60,7 +60,8 @@ def sample_image(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def fitted_run(tmp_path_factory, sample_image) -> Path:
     """Preprocess + fit of the sample portrait at 256 px (shared by many tests)."""
-    from zero1toa.preprocess.pipeline import HeadFitConfig, PreprocessConfig, fit_head, preprocess_image
+    from zero1toa.preprocess.head_fit import HeadFitConfig, fit_head
+    from zero1toa.preprocess.pipeline import PreprocessConfig, preprocess_image
 
     run = tmp_path_factory.mktemp("fitted") / "run"
     preprocess_image(sample_image, run / "preprocess", PreprocessConfig(resolution=256))

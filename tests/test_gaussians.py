@@ -13,7 +13,7 @@ from zero1toa.avatar.ply import export_ply, read_ply
 from zero1toa.avatar.render import render_avatar
 from zero1toa.head.base import HeadPose
 from zero1toa.head.facemesh_rig import PART_NAMES
-from zero1toa.preprocess.pipeline import load_fitted_head
+from zero1toa.preprocess.head_fit import load_fitted_head
 from zero1toa.progressive.schedules import orbit_from_reference
 
 

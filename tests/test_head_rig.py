@@ -12,7 +12,8 @@ from zero1toa.head import topology as T
 from zero1toa.head.base import HeadPose
 from zero1toa.head.facemesh_rig import EXPRESSION_NAMES, PART_NAMES, FaceMeshRig
 from zero1toa.head.lbs import axis_angle_to_matrix
-from zero1toa.preprocess.pipeline import load_fitted_head, load_preprocess
+from zero1toa.preprocess.head_fit import load_fitted_head
+from zero1toa.preprocess.pipeline import load_preprocess
 from zero1toa.render.camera import project_points
 from zero1toa.render.mesh_raster import rasterize_mesh
 

@@ -36,7 +36,7 @@ def test_spatial_clips_sweep_from_the_front_within_the_rounds_range():
 
 
 def test_temporal_clips_fix_the_view_and_grow_the_expression(fitted_run):
-    from zero1toa.preprocess.pipeline import load_fitted_head
+    from zero1toa.preprocess.head_fit import load_fitted_head
 
     head = load_fitted_head(fitted_run / "head").head
     cfg = TemporalConfig(rounds=3, clips_per_round=8, frames_per_clip=9, magnitude_start=0.4, magnitude_end=1.2)
@@ -63,7 +63,7 @@ def test_schedules_are_deterministic():
 
 
 def test_orbit_at_zero_is_the_reference_camera_and_keeps_distance(fitted_run):
-    from zero1toa.nodes import load_reference
+    from zero1toa.runfolder import load_reference
 
     head, ref = load_reference(fitted_run)
     cams = orbit_from_reference(ref.camera, [0.0, 45.0, -90.0], [0.0, 10.0, 0.0], ref.target, ref.camera.width)

@@ -24,7 +24,8 @@ from typing import Any
 from .avatar.gaussians import InitConfig
 from .evaluate.config import EvaluateConfig
 from .generate.config import GeneratorConfig
-from .preprocess.pipeline import HeadFitConfig, PreprocessConfig
+from .preprocess.head_fit import HeadFitConfig
+from .preprocess.pipeline import PreprocessConfig
 from .progressive.schedules import SpatialConfig, TemporalConfig
 from .symgen.round import SymGenConfig
 from .train.trainer import TrainConfig

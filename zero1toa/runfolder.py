@@ -15,7 +15,8 @@ from .utils.io import read_json
 
 def load_reference(run_dir: Path):
     """The portrait and its fit as rounds and evaluation need them."""
-    from .preprocess.pipeline import load_fitted_head, load_preprocess
+    from .preprocess.head_fit import load_fitted_head
+    from .preprocess.pipeline import load_preprocess
     from .progressive.schedules import orbit_target
     from .symgen.round import Reference
 

@@ -265,7 +265,8 @@ def build_truth_subject(out_dir: Path, seed: int = 0, resolution: int = DEFAULT_
     """
     from PIL import Image
 
-    from ..preprocess.pipeline import HeadFitConfig, PreprocessConfig, load_fitted_head, load_preprocess, run_preprocess_and_fit
+    from ..preprocess.head_fit import HeadFitConfig, load_fitted_head, run_preprocess_and_fit
+    from ..preprocess.pipeline import PreprocessConfig, load_preprocess
     from ..sample import write_sample_portrait
 
     out_dir = Path(out_dir)
