@@ -115,7 +115,7 @@ def lineage_from_folder(run_dir: Path, with_mlflow: bool = True):
     """One row per node found in ``run_dir``, in DAG order, joined to its producing MLflow run."""
     import pandas as pd
 
-    from zero1toa.nodes import read_run_manifests
+    from zero1toa.runfolder import read_run_manifests
 
     run_dir = Path(run_dir).resolve()
     manifests = read_run_manifests(run_dir)
@@ -210,7 +210,7 @@ def _view(target: str, root: str | Path | None) -> dict[str, dict]:
     metrics: dict[str, Any] = {}
     nodes: dict[str, str] = {}
     if kind == "folder":
-        from zero1toa.nodes import read_run_manifests
+        from zero1toa.runfolder import read_run_manifests
 
         for node, man in read_run_manifests(value).items():
             params.update(config_params(node, man.get("params") or {}))

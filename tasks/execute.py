@@ -41,23 +41,6 @@ KEY_METRICS = (
 )
 
 
-def _call_node(node: str, kind: str, run_dir: Path, cfg: Config, image: Path | None) -> dict:
-    # through the module attribute, so tests (and notebooks) can substitute a node function
-    if kind == "preprocess":
-        if image is None:
-            raise ValueError("the preprocess node needs an input image")
-        return nodes.node_preprocess(Path(image), run_dir, cfg)
-    if kind == "fit_head":
-        return nodes.node_fit_head(run_dir, cfg)
-    if kind == "round":
-        return nodes.node_round(run_dir, cfg, node)
-    if kind == "evaluate":
-        return nodes.node_evaluate(run_dir, cfg)
-    if kind == "export":
-        return nodes.node_export(run_dir, cfg)
-    raise KeyError(node)
-
-
 def run_node(
     node: str,
     run_dir: Path | str,
@@ -80,7 +63,8 @@ def run_node(
     kind = keys.node_kind(cfg, node)
     if kind == "preprocess" and image_digest is None and image is not None:
         image_digest = keys.image_digest(image)
-    key = keys.node_key(node, cfg, run_dir, upstream, image_digest)
+    ident = keys.identity(node, cfg, run_dir, upstream, image_digest)
+    key = ident.digest
     params = keys.key_params(cfg, node)
     run_id = tr.start_node_run(
         tracking,
@@ -96,7 +80,7 @@ def run_node(
         },
     )
     try:
-        manifest = _call_node(node, kind, run_dir, cfg, Path(image) if image is not None else None)
+        manifest = nodes.execute_node(node, run_dir, cfg, ident, Path(image) if image is not None else None)
     except BaseException as exc:
         tr.fail_node_run(tracking, run_id, exc)
         raise
@@ -113,7 +97,7 @@ def run_node(
         "output_digest": keys.output_digest(manifest),
         "outputs": dict(manifest.get("outputs") or {}),
         "artifacts": keys.artifact_record(run_dir, paths),
-        "code_version": keys.node_code_version(cfg, node),
+        "code_version": ident.code,
         "seed": keys.node_seed(cfg, node),
         "params": params,
         "metrics": {k: metrics[k] for k in KEY_METRICS if k in metrics},

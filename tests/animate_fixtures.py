@@ -54,7 +54,7 @@ def synthetic_driving_video(
     from zero1toa.generate.base import GenerationRequest
     from zero1toa.generate.reprojection import ReprojectionConfig, ReprojectionGenerator
     from zero1toa.head.base import HeadPose
-    from zero1toa.nodes import load_reference
+    from zero1toa.runfolder import load_reference
     from zero1toa.render.camera import Cameras
 
     head, ref = load_reference(Path(run_dir))

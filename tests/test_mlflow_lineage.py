@@ -50,7 +50,7 @@ def test_parent_run_with_one_child_per_node(smoke_run, client):
 
 
 def test_children_hold_params_metrics_digests_and_artifacts(smoke_run, client):
-    from zero1toa.nodes import read_run_manifests
+    from zero1toa.runfolder import read_run_manifests
 
     children = _children(client, smoke_run.first["parent_run_id"])
     manifests = read_run_manifests(smoke_run.run_dir)

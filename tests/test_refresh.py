@@ -53,7 +53,7 @@ def test_config_rejects_an_unknown_policy():
 def test_the_photo_is_a_permanent_target_with_its_weight(fitted_run, monkeypatch):
     """The round's training pool holds the reference photo, composited over the background, drawn
     with probability ``reference_weight``."""
-    from zero1toa.nodes import load_reference
+    from zero1toa.runfolder import load_reference
     from zero1toa.symgen.round import reference_sample
     from zero1toa.train.samples import SampleTensors
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from zero1toa.generate.base import GenerationRequest
 from zero1toa.generate.reprojection import ReprojectionConfig, ReprojectionGenerator
 from zero1toa.head.base import HeadPose
-from zero1toa.nodes import load_reference
+from zero1toa.runfolder import load_reference
 from zero1toa.progressive.schedules import orbit_from_reference
 
 RES = 128  # generator resolution; the reference crop is 256 (fitted_run)

@@ -39,7 +39,8 @@ def generator(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scene(fitted_run):
-    from zero1toa.nodes import initial_avatar, load_reference
+    from zero1toa.nodes import initial_avatar
+    from zero1toa.runfolder import load_reference
 
     head, reference = load_reference(fitted_run)
     cfg = from_dict({"avatar": {"init": {"num_gaussians": 1500}}})

@@ -34,7 +34,7 @@ YAW = np.linspace(0.0, 12.0, T)  # turning to the subject's left
 
 @pytest.fixture(scope="module")
 def rig(fitted_run):
-    from zero1toa.nodes import load_reference
+    from zero1toa.runfolder import load_reference
 
     head, _ = load_reference(fitted_run)
     return head

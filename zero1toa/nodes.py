@@ -18,65 +18,18 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .config import Config, node_params
-from .runfolder import load_reference, read_run_manifests  # noqa: F401  (re-exported: the node layer's run-folder readers)
-from .utils.manifest import Manifest, code_version, digest_path, read_manifest
+from .dag import RoundPlan, final_round, plan_rounds, previous_round, run_dir_for  # noqa: F401  (the node layer's plan)
+from .identity import code_digest
+from .utils.manifest import Manifest, digest_path, read_manifest
 
 log = logging.getLogger("zero1toa")
-
-ROUND_CODE = (
-    "zero1toa.avatar",
-    "zero1toa.generate",
-    "zero1toa.head",
-    "zero1toa.progressive",
-    "zero1toa.render",
-    "zero1toa.symgen",
-    "zero1toa.train",
-    "zero1toa.nodes",
-    "zero1toa.runfolder",
-    "zero1toa.bench",
-)
-
-
-@dataclass(frozen=True)
-class RoundPlan:
-    name: str  # "spatial_1"
-    stage: str  # "spatial" | "temporal"
-    index: int  # 0-based within its stage
-    folder: str  # relative to the run folder, e.g. "spatial/round_1"
-
-
-def plan_rounds(cfg: Config) -> list[RoundPlan]:
-    """All rounds in DAG order: spatial rounds, then temporal rounds."""
-    plans = []
-    for stage, n in (("spatial", cfg.stages.spatial.rounds), ("temporal", cfg.stages.temporal.rounds)):
-        for i in range(n):
-            plans.append(RoundPlan(f"{stage}_{i + 1}", stage, i, f"{stage}/round_{i + 1}"))
-    return plans
-
-
-def run_dir_for(cfg: Config) -> Path:
-    return Path(cfg.run.root) / cfg.run.name
-
-
-def previous_round(cfg: Config, name: str) -> RoundPlan | None:
-    plans = plan_rounds(cfg)
-    names = [p.name for p in plans]
-    if name not in names:
-        raise KeyError(f"no round {name!r} in this configuration (rounds: {', '.join(names)})")
-    i = names.index(name)
-    return plans[i - 1] if i > 0 else None
-
-
-def final_round(cfg: Config) -> RoundPlan:
-    return plan_rounds(cfg)[-1]
-
 
 # ----------------------------------------------------------------------------- preprocess + fit
 
@@ -88,7 +41,7 @@ def node_preprocess(image: Path, run_dir: Path, cfg: Config) -> dict:
 
 
 def node_fit_head(run_dir: Path, cfg: Config) -> dict:
-    from .preprocess.pipeline import fit_head
+    from .preprocess.head_fit import fit_head
 
     return fit_head(Path(run_dir) / "preprocess", Path(run_dir) / "head", cfg.head)
 
@@ -187,10 +140,16 @@ def _reference_pose(reference):
     return pose
 
 
-def node_round(run_dir: Path, cfg: Config, name: str) -> dict:
-    """Run one SymGEN round (``spatial_k`` / ``temporal_k``); resumes from its ``.work`` folder."""
+def node_round(run_dir: Path, cfg: Config, name: str, identity=None) -> dict:
+    """Run one SymGEN round (``spatial_k`` / ``temporal_k``); resumes from its ``.work`` folder.
+
+    ``identity`` (:class:`zero1toa.identity.NodeIdentity`; computed from the run folder when not
+    given) decides whether the ``.work`` folder and its checkpoint belong to this round as it
+    is configured now: a different one is discarded, never resumed.
+    """
     from .avatar.checkpoint import load_avatar
     from .generate.factory import build_generator
+    from .runfolder import load_reference
     from .symgen.dataset import ObjectStore, load_version
     from .symgen.round import RoundSpec, run_round
 
@@ -201,6 +160,10 @@ def node_round(run_dir: Path, cfg: Config, name: str) -> dict:
         raise KeyError(f"no round {name!r} in this configuration (rounds: {', '.join(plans)})")
     plan = plans[name]
     prev = previous_round(cfg, name)
+    if identity is None:
+        from .identity import identity_from_disk
+
+        identity = identity_from_disk(cfg, name, run_dir)
     head, reference = load_reference(run_dir)
     torch.manual_seed(cfg.run.seed)
     np.random.seed(cfg.run.seed % (2**32))
@@ -219,6 +182,12 @@ def node_round(run_dir: Path, cfg: Config, name: str) -> dict:
         previous_version = None
         if (prev_dir / "dataset" / "manifest.json").exists():  # SDS rounds write no dataset
             previous_version = load_version(prev_dir / "dataset")
+            bad = previous_version.corrupt_frames()
+            if bad:
+                raise CorruptArtifactError(
+                    f"round {name} cannot trust {prev.name}'s dataset: {len(bad)} frame(s) do not match their digest "
+                    f"(e.g. {bad[0]}). Re-run {prev.name} (`zero1toa run` and `dvc repro` do so themselves)"
+                )
             ObjectStore(run_dir / "objects").adopt(previous_version)  # e.g. after a `dvc pull`
             inputs["previous_dataset"] = previous_version.digest
     generator = build_generator(cfg.generator, head, reference, seed=cfg.run.seed)
@@ -245,14 +214,14 @@ def node_round(run_dir: Path, cfg: Config, name: str) -> dict:
 
         result = run_sds_round(
             spec, gaussians, head, reference, generator, run_dir / plan.folder, cfg.train, cfg.train.sds,
-            previous_avatar=previous_avatar, progress=cfg.run.progress, record=record,
+            previous_avatar=previous_avatar, progress=cfg.run.progress, record=record, identity=identity,
         )  # fmt: skip
         version = None
     else:
         result = run_round(
             spec, gaussians, head, reference, generator, previous_version, ObjectStore(run_dir / "objects"),
             run_dir / plan.folder, cfg.train, cfg.symgen, previous_avatar=previous_avatar,
-            progress=cfg.run.progress, record=record,
+            progress=cfg.run.progress, record=record, identity=identity,
         )  # fmt: skip
         version = result.version
     final = result.train.losses[-1] if result.train.losses else {}
@@ -283,7 +252,7 @@ def node_round(run_dir: Path, cfg: Config, name: str) -> dict:
         params=node_params(cfg, "round"),
         inputs=inputs,
         outputs=outputs,
-        code_version=code_version(*ROUND_CODE),
+        code_version=code_digest("round"),
         seed=spec.seed,
         timings={"total": round(time.perf_counter() - t0, 3), **result.timings},
         metrics=metrics,
@@ -334,7 +303,7 @@ def node_export(run_dir: Path, cfg: Config) -> dict:
             params=node_params(cfg, "export"),
             inputs={"avatar": digest_path(src)},
             outputs=files,
-            code_version=code_version("zero1toa.avatar", "zero1toa.nodes"),
+            code_version=code_digest("export"),
             timings={"total": round(time.perf_counter() - t0, 3)},
             extra={"licence": head.licence, "num_gaussians": gaussians.num_gaussians},
         )
@@ -350,21 +319,122 @@ def _reference_pose_from(jaw: torch.Tensor):
     return pose
 
 
-# ----------------------------------------------------------------------------- all nodes
+# ----------------------------------------------------------------------------- one node, all nodes
 
 
-def run_all(image: Path, cfg: Config, skip_complete: bool = True) -> dict:
-    """Every node in order, without an orchestrator (what a notebook would call)."""
-    run_dir = run_dir_for(cfg)
+class CorruptArtifactError(RuntimeError):
+    """A file a node trusts does not match the digest recorded when it was written."""
+
+
+def node_function_call(node: str, run_dir: Path, cfg: Config, identity, image: Path | None = None) -> dict:
+    """Run one node's function (no identity bookkeeping); returns its manifest dict."""
+    kind = identity.kind
+    if kind == "preprocess":
+        if image is None:
+            raise ValueError("the preprocess node needs an input image")
+        return node_preprocess(Path(image), run_dir, cfg)
+    if kind == "fit_head":
+        return node_fit_head(run_dir, cfg)
+    if kind == "round":
+        return node_round(run_dir, cfg, node, identity=identity)
+    if kind == "evaluate":
+        return node_evaluate(run_dir, cfg)
+    if kind == "export":
+        return node_export(run_dir, cfg)
+    raise KeyError(node)
+
+
+def integrity_record(run_dir: Path, cfg: Config, node: str) -> dict[str, str]:
+    """Content digest of each of the node's artifacts (what :func:`verify_node` re-checks)."""
+    from .dag import artifact_paths
+
     out = {}
-    if not (skip_complete and read_manifest(run_dir / "preprocess")):
-        out["preprocess"] = node_preprocess(image, run_dir, cfg)
-    if not (skip_complete and read_manifest(run_dir / "head")):
-        out["fit_head"] = node_fit_head(run_dir, cfg)
-    for plan in plan_rounds(cfg):
-        if skip_complete and round_is_complete(run_dir, plan):
+    for rel in artifact_paths(cfg, node):
+        p = Path(run_dir) / rel
+        if p.name != "manifest.json" and p.exists():
+            out[rel] = digest_path(p)
+    return out
+
+
+def stamp_manifest(run_dir: Path, cfg: Config, node: str, manifest: dict, identity) -> dict:
+    """Add the node's identity and its artifacts' digests to the manifest it wrote (atomically)."""
+    from .dag import node_folder
+    from .utils.io import write_json_atomic
+
+    manifest = dict(manifest)
+    manifest["identity"] = identity.record()
+    manifest["integrity"] = integrity_record(run_dir, cfg, node)
+    write_json_atomic(Path(run_dir) / node_folder(cfg, node) / "manifest.json", manifest)
+    return manifest
+
+
+def execute_node(node: str, run_dir: Path, cfg: Config, identity, image: Path | None = None) -> dict:
+    """Run ``node`` and record what it was run with: the one way every launcher runs a node."""
+    from . import faults
+
+    run_dir = Path(run_dir)
+    manifest = node_function_call(node, run_dir, cfg, identity, image)
+    manifest = stamp_manifest(run_dir, cfg, node, manifest, identity)
+    faults.point(f"after:{node}")
+    return manifest
+
+
+def verify_node(run_dir: Path, cfg: Config, node: str, identity) -> str | None:
+    """Why ``node``'s result in ``run_dir`` cannot be reused (None: it is current and intact).
+
+    Current: its manifest records this identity. Intact: every artifact still has the digest
+    recorded when it was written (a truncated frame, parquet, checkpoint or .ply is caught here).
+    """
+    from .dag import artifact_paths, node_folder
+    from .identity import describe_changes
+
+    man = read_manifest(Path(run_dir) / node_folder(cfg, node))
+    if not man:
+        return "not run yet"
+    changes = identity.changes(man.get("identity"))
+    if changes:
+        return f"its inputs changed ({describe_changes(changes)})"
+    recorded = man.get("integrity") or {}
+    for rel in artifact_paths(cfg, node):
+        p = Path(run_dir) / rel
+        if p.name == "manifest.json":
             continue
-        out[plan.name] = node_round(run_dir, cfg, plan.name)
-    out["evaluate"] = node_evaluate(run_dir, cfg)
-    out["export"] = node_export(run_dir, cfg)
+        if not p.exists():
+            return f"{rel} is missing"
+        if rel in recorded and digest_path(p) != recorded[rel]:
+            return f"{rel} changed on disk since it was written (corrupt or edited)"
+    return None
+
+
+def run_all(image: Path, cfg: Config, refresh: bool = False, wait: bool = False) -> dict:
+    """Every node in order without an orchestrator (what a notebook calls); returns the manifests.
+
+    A node whose recorded identity equals its identity now and whose artifacts are intact is
+    reused; any other is run (a killed round resumes from its ``.work`` folder). The run folder
+    is locked for the duration (:func:`zero1toa.runlock.run_lock`).
+    """
+    from .dag import dag_nodes, output_digest, upstream_nodes
+    from .identity import node_identity
+    from .runlock import run_lock
+    from .utils.io import sha256_file
+
+    run_dir = run_dir_for(cfg).resolve()
+    out: dict[str, dict] = {}
+    with run_lock(run_dir, wait=wait):
+        image_digest = sha256_file(Path(image))
+        digests: dict[str, str] = {}
+        for node in dag_nodes(cfg):
+            upstream = {u: digests[u] for u in upstream_nodes(cfg, node)}
+            ident = node_identity(cfg, node, run_dir, upstream, image_digest)
+            why = "refresh" if refresh else verify_node(run_dir, cfg, node, ident)
+            if why is None:
+                from .dag import node_folder
+
+                man = read_manifest(run_dir / node_folder(cfg, node))
+                log.info("%s: up to date", node)
+            else:
+                log.info("%s: running (%s)", node, why)
+                man = execute_node(node, run_dir, cfg, ident, Path(image))
+            digests[node] = output_digest(man)
+            out[node] = man
     return out

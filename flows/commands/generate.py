@@ -18,7 +18,8 @@ def run(args: argparse.Namespace) -> int:
     from flows.config import compose
     from zero1toa.demo import generate_demo
     from zero1toa.generate.factory import build_generator
-    from zero1toa.nodes import load_reference, node_fit_head, node_preprocess
+    from zero1toa.nodes import node_fit_head, node_preprocess
+    from zero1toa.runfolder import load_reference
     from zero1toa.utils.manifest import read_manifest
 
     cfg = compose(args.overrides)

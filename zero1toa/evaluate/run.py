@@ -33,7 +33,8 @@ import torch
 
 from .config import EvaluateConfig
 from ..utils.io import atomic_dir, write_json_atomic
-from ..utils.manifest import Manifest, Timer, code_version, digest_path
+from ..identity import code_digest
+from ..utils.manifest import Manifest, Timer, digest_path
 from . import metrics as M
 
 log = logging.getLogger("zero1toa.evaluate")
@@ -377,6 +378,35 @@ def _heldout(sheet: MetricSheet, out: Path, scene, reference, cfg: EvaluateConfi
 # ----------------------------------------------------------------------------- the node
 
 
+#: Values that measure this machine's speed, not the avatar: they differ on every run, so the
+#: evaluation's output digest leaves them out (the files keep them; MLflow and DVC show them).
+MEASURED_TIMINGS = frozenset({"fps_render", "fps_animate_render", "fps"})
+
+
+def _without_timings(obj):
+    if isinstance(obj, dict):
+        return {k: _without_timings(v) for k, v in obj.items() if k not in MEASURED_TIMINGS}
+    if isinstance(obj, list):
+        return [_without_timings(v) for v in obj]
+    return obj
+
+
+def output_digest_of(path: Path) -> str:
+    """A file's digest for the manifest's ``outputs``: JSON files without measured timings.
+
+    Two evaluations of the same avatar with the same settings get the same output digest, so
+    ``zero1toa compare`` and lineage see them as the same result.
+    """
+    from ..utils.io import digest_obj, read_json
+
+    if path.suffix == ".json":
+        try:
+            return digest_obj(_without_timings(read_json(path)))
+        except ValueError:
+            pass
+    return digest_path(path)
+
+
 def evaluate_run(run_dir: Path, avatar_folder: str, cfg: EvaluateConfig, seed: int) -> dict:
     """Evaluate the avatar in ``run_dir/avatar_folder`` -> ``run_dir/evaluate/``; returns the manifest dict."""
     from ..avatar.checkpoint import load_avatar
@@ -476,7 +506,7 @@ def evaluate_run(run_dir: Path, avatar_folder: str, cfg: EvaluateConfig, seed: i
         write_json_atomic(out / "metrics.json", sheet.to_dict())
         write_json_atomic(out / "summary.json", dict(sheet.values))  # numbers only: a clean `dvc exp show` target
 
-        outputs = {p.relative_to(out).as_posix(): digest_path(p) for p in sorted(out.rglob("*")) if p.is_file()}
+        outputs = {p.relative_to(out).as_posix(): output_digest_of(p) for p in sorted(out.rglob("*")) if p.is_file()}
         inputs = {"avatar": digest_path(avatar_dir), "preprocess": digest_path(run_dir / "preprocess"), "head": digest_path(run_dir / "head")}
         if cfg.truth_dir:
             inputs["truth_subject"] = digest_path(Path(cfg.truth_dir))
@@ -486,7 +516,7 @@ def evaluate_run(run_dir: Path, avatar_folder: str, cfg: EvaluateConfig, seed: i
             params=asdict(cfg),
             inputs=inputs,
             outputs=outputs,
-            code_version=code_version("zero1toa.evaluate", *(("zero1toa.bench",) if cfg.truth_dir else ())),
+            code_version=code_digest("evaluate"),
             seed=seed,
             timings=timings,
             metrics={k: v for k, v in sheet.values.items()},

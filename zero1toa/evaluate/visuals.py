@@ -129,8 +129,13 @@ def round_histories(manifests: list[dict]) -> tuple[list[dict], list[dict]]:
             loss_rows.append(rec)
         offset += last
         m = man.get("metrics") or {}
-        summary.append({"round": name, **{k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}})
+        summary.append({"round": name, **{k: v for k, v in m.items() if k not in PROCESS_HISTORY and isinstance(v, (int, float)) and not isinstance(v, bool)}})
     return loss_rows, summary
+
+
+#: Round metrics that describe how a run went (it was killed and resumed), not what it made: an
+#: evaluation of identical avatars must give identical files, so they stay in the manifests.
+PROCESS_HISTORY = frozenset({"resumed_from_iteration"})
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> Path:

@@ -37,6 +37,7 @@ import math
 import os
 import threading
 import warnings
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -269,13 +270,36 @@ def _build_attempts() -> list[tuple[list[str], list[str]]]:
     return [(base + ["-fopenmp"] + arch, ["-fopenmp"]), (base + ["-fopenmp"], ["-fopenmp"]), (base, [])]
 
 
+def _build_tag(cflags: list[str], ldflags: list[str]) -> str:
+    """Digest of the kernel's sources, the flags and torch's version (never of PATH or tools)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in _SOURCES:
+        h.update(f.encode() + b"\0" + (_CSRC_DIR / f).read_bytes())
+    h.update(" ".join(cflags).encode() + b"|" + " ".join(ldflags).encode() + b"|" + torch.__version__.encode())
+    return h.hexdigest()[:10]
+
+
+@contextlib.contextmanager
+def _build_lock(build_dir: Path):
+    """One build at a time per build folder (two processes starting together share one build)."""
+    import fcntl
+
+    with open(build_dir.with_name(build_dir.name + ".lock"), "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def cpp_kernel_available(verbose: bool = False) -> bool:
     """Build (once per machine and flag set, cached on disk) and load the C++ kernel.
 
     Never raises: if no flag set compiles, a warning names the error and the slower torch
     compositor is used.
     """
-    import hashlib
 
     with _ext_lock:
         if "ok" in _ext_state:
@@ -284,23 +308,29 @@ def cpp_kernel_available(verbose: bool = False) -> bool:
 
         errors = []
         for cflags, ldflags in _build_attempts():
-            # The CPU's feature flags and the compiler flags are part of the build name, so a
-            # project folder moved to another machine rebuilds instead of loading instructions
-            # that CPU lacks.
-            flags_tag = hashlib.sha256(" ".join(cflags).encode()).hexdigest()[:6]
-            name = f"{_EXT_NAME}_{_cpu_tag()}_{flags_tag}"
+            # The build is named by what it is made of and for: this CPU's feature flags, the
+            # sources' contents, the compiler flags and torch's version. A project folder moved
+            # to another machine, or an edited .cpp file, builds anew; anything else (PATH
+            # switching between the venv's ninja and the system's, as `dvc repro` vs
+            # `zero1toa run` does) loads the existing library without asking ninja.
+            name = f"{_EXT_NAME}_{_cpu_tag()}_{_build_tag(cflags, ldflags)}"
             try:
                 build_dir = _extensions_dir() / name
                 build_dir.mkdir(parents=True, exist_ok=True)
-                load(
-                    name=name,
-                    sources=[str(_CSRC_DIR / f) for f in _SOURCES],
-                    extra_cflags=cflags,
-                    extra_ldflags=ldflags,
-                    build_directory=str(build_dir),
-                    is_python_module=False,
-                    verbose=verbose,
-                )
+                library = build_dir / f"{name}.so"
+                with _build_lock(build_dir):
+                    if library.is_file():
+                        torch.ops.load_library(str(library))
+                    else:
+                        load(
+                            name=name,
+                            sources=[str(_CSRC_DIR / f) for f in _SOURCES],
+                            extra_cflags=cflags,
+                            extra_ldflags=ldflags,
+                            build_directory=str(build_dir),
+                            is_python_module=False,
+                            verbose=verbose,
+                        )
                 _ops().composite_forward  # noqa: B018 - raises if registration failed
                 _ops().project_forward  # noqa: B018
                 _ext_state.update(ok=True, flags=cflags, failed_attempts=errors)

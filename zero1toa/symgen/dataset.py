@@ -30,8 +30,9 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from .. import faults
 from ..train.samples import SampleTensors
-from ..utils.io import atomic_dir, atomic_path, digest_obj, read_json, sha256_bytes, write_json_atomic
+from ..utils.io import atomic_dir, atomic_path, digest_obj, read_json, sha256_bytes, sha256_file, write_json_atomic
 
 DATASET_FORMAT = "zero1toa-dataset/1"
 TABLE_NAME = "samples.parquet"
@@ -86,6 +87,10 @@ def from_uint8(arr: np.ndarray) -> Tensor:
     return t[None] if t.dim() == 2 else t.permute(2, 0, 1)
 
 
+class CorruptFrameError(OSError):
+    """A stored frame cannot be decoded (truncated or overwritten)."""
+
+
 class ObjectStore:
     """Content-addressed PNG store shared by all versions of one run."""
 
@@ -96,16 +101,35 @@ class ObjectStore:
         return self.root / digest[:2] / f"{digest}.png"
 
     def put(self, image: np.ndarray) -> str:
+        """Store a frame; an existing object of that name is kept only when its bytes are intact.
+
+        A damaged object (truncated by a full disk, a crash, a user) is replaced by a fresh file
+        (a new inode: the versions that hard-linked the damaged one keep their damage and are
+        re-made by their own node), so a regenerated frame is never read back corrupt.
+        """
         data = encode_png(image)
         digest = sha256_bytes(data)
         path = self.path(digest)
-        if not path.exists():
+        if not self._intact(path, digest, len(data)):
             with atomic_path(path) as tmp:
                 tmp.write_bytes(data)
         return digest
 
+    @staticmethod
+    def _intact(path: Path, digest: str, size: int | None = None) -> bool:
+        try:
+            if size is not None and path.stat().st_size != size:
+                return False
+            return sha256_file(path) == digest
+        except FileNotFoundError:
+            return False
+
     def get(self, digest: str) -> np.ndarray:
-        return np.asarray(Image.open(self.path(digest)))
+        path = self.path(digest)
+        try:
+            return np.asarray(Image.open(path))
+        except (OSError, SyntaxError) as exc:  # PIL raises OSError for truncated files
+            raise CorruptFrameError(f"dataset frame {path} cannot be read ({exc}): the run folder is damaged; re-run the round that made it") from exc
 
     def adopt(self, version: "DatasetVersion") -> int:
         """Link a version's frames into the store where missing; returns how many were added.
@@ -116,7 +140,7 @@ class ObjectStore:
         added = 0
         for png in sorted((Path(version.folder) / "frames").glob("*.png")) if version.folder else []:
             target = self.path(png.stem)
-            if not target.exists():
+            if not target.exists() and self._intact(png, png.stem):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 _link_or_copy(png, target)
                 added += 1
@@ -136,6 +160,13 @@ class DatasetVersion:
 
     def clip_ids(self) -> list[str]:
         return list(dict.fromkeys(self.table["clip_id"].tolist()))
+
+    def corrupt_frames(self) -> list[str]:
+        """Frames of this version whose bytes no longer match their content address (their name)."""
+        if self.folder is None:
+            return []
+        names = sorted(set(self.table["frame"]) | set(self.table["mask"]) | set(self.table["landmarks"]))
+        return [d for d in names if not ObjectStore._intact(self.file_for(d), d)]
 
     def file_for(self, digest: str) -> Path:
         if self.folder is None:
@@ -180,6 +211,7 @@ def write_version(folder: Path, table: pd.DataFrame, store: ObjectStore, parent:
         for d in sorted(set(table["frame"]) | set(table["mask"]) | set(table["landmarks"])):
             _link_or_copy(store.path(d), frames / f"{d}.png")
         table.to_parquet(tmp / TABLE_NAME, index=False)
+        faults.point("dataset:written")  # frames and table written, the manifest and the rename not yet
         write_json_atomic(
             tmp / "manifest.json",
             {

@@ -23,6 +23,7 @@ training checkpoint), so a killed round resumes where it stopped and produces th
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
@@ -35,6 +36,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from .. import faults
 from ..avatar.checkpoint import save_avatar
 from ..avatar.gaussians import BoundGaussians
 from ..avatar.render import render_avatar_frames
@@ -402,20 +404,44 @@ def _seed(base: int, *parts: object) -> int:
     return int(digest_obj([base, *parts])[:8], 16)
 
 
-def _work_identity(spec: RoundSpec, sym_cfg: SymGenConfig, train_cfg: TrainConfig, generator: VideoGenerator, previous: DatasetVersion | None, previous_avatar: str) -> str:
-    """What a round's ``.work`` folder belongs to: resumed only when all of it is unchanged."""
+def standalone_identity(spec: RoundSpec, sym_cfg: SymGenConfig | None, train_cfg: TrainConfig, generator: VideoGenerator, previous: DatasetVersion | None, previous_avatar: str, out_dir: Path):
+    """The identity of a round run outside the DAG (no run folder, no config): its own settings and inputs."""
     from dataclasses import asdict
 
-    return digest_obj(
-        {
-            "spec": spec.digest(),
-            "symgen": asdict(sym_cfg),
-            "train": asdict(train_cfg),
-            "generator": {"name": generator.info.name, "weights": generator.info.weights, "resolution": generator.info.resolution},
-            "previous_dataset": previous.digest if previous is not None else None,
-            "previous_avatar": previous_avatar,
-        }
+    from ..identity import NodeIdentity
+
+    return NodeIdentity(
+        node=spec.name,
+        kind="round",
+        run_dir=str(Path(out_dir).resolve()),
+        upstream={"previous_dataset": previous.digest if previous is not None else "", "previous_avatar": previous_avatar},
+        params=json.loads(json.dumps({"spec": spec.digest(), "symgen": asdict(sym_cfg) if sym_cfg is not None else None, "train": asdict(train_cfg), "generator": asdict(generator.info)}, default=str)),
+        seed=spec.seed,
     )
+
+
+def open_work_folder(work: Path, identity, name: str) -> bool:
+    """Keep ``work`` only when it belongs to this round as configured now; True when kept.
+
+    ``identity`` is the round's :class:`zero1toa.identity.NodeIdentity`. A folder recorded under another identity,
+    or without one (a write that never finished), is discarded with a log line naming what
+    changed: it is never resumed.
+    """
+    from ..identity import describe_changes
+
+    marker = work / "spec.json"
+    if marker.exists():
+        try:
+            recorded = read_json(marker).get("identity")
+        except ValueError:
+            recorded = None
+        changes = identity.changes(recorded)
+        if not changes:
+            return True
+        log.warning("%s: discarding its work folder from an earlier attempt: %s changed; starting the round afresh", name, describe_changes(changes))
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    return False
 
 
 def run_round(
@@ -432,40 +458,43 @@ def run_round(
     previous_avatar: str = "init",
     progress: bool = True,
     record: dict | None = None,
+    identity=None,
 ) -> RoundResult:
-    """Run one round into ``out_dir`` (``dataset/``, ``avatar/``); resumes from ``out_dir/.work``."""
+    """Run one round into ``out_dir`` (``dataset/``, ``avatar/``); resumes from ``out_dir/.work``.
+
+    ``identity`` (:class:`zero1toa.identity.NodeIdentity`) guards the resume: the ``.work``
+    folder and the checkpoint are used only when recorded under the same identity.
+    """
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     work = out_dir / ".work"
     work.mkdir(parents=True, exist_ok=True)
     clips = ClipGenerator(head, reference, generator, train_cfg.background, sym_cfg)
-    identity = _work_identity(spec, sym_cfg, train_cfg, generator, previous, previous_avatar)
+    if identity is None:
+        identity = standalone_identity(spec, sym_cfg, train_cfg, generator, previous, previous_avatar, out_dir)
     initial_path = work / "initial.parquet"
     marker = work / "spec.json"
     timings: dict[str, float] = {}
-    if marker.exists() and read_json(marker).get("identity") != identity:
-        log.warning("%s: the work folder belongs to other settings or inputs; starting the round afresh", spec.name)
-        shutil.rmtree(work)
-        work.mkdir(parents=True)
-    if not marker.exists():
-        for stale in work.iterdir():  # anything without a marker is from a write that never finished
-            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    kept = open_work_folder(work, identity, spec.name)
 
     # 1. generate the round's new clips
-    if marker.exists() and initial_path.exists():
+    if kept and initial_path.exists():
         table = pd.read_parquet(initial_path)
     else:
         tg = time.perf_counter()
         table = _generate_new_clips(spec, previous, clips, store, generator, sym_cfg, gaussians, previous_avatar, progress)
         write_table_atomic(initial_path, table)
-        write_json_atomic(marker, {"identity": identity, "round": spec.name})
+        write_json_atomic(marker, {"identity": identity.record(), "round": spec.name})
         timings["generate"] = round(time.perf_counter() - tg, 3)
 
     # 2. train and refresh in turn
     ref = reference_sample(reference, generator.info.resolution, train_cfg.background) if sym_cfg.reference_weight > 0 else None
     data = RoundDataset(table, store, clips, spec, sym_cfg, ref, work)
     tt = time.perf_counter()
-    trainer = Trainer(gaussians, head, spec.iterations, train_cfg, spec.seed, checkpoint_path=work / "checkpoint.pt", round_name=spec.name, progress=progress)
+    trainer = Trainer(
+        gaussians, head, spec.iterations, train_cfg, spec.seed, checkpoint_path=work / "checkpoint.pt", round_name=spec.name,
+        progress=progress, identity=identity.digest,
+    )  # fmt: skip
     if trainer.resumed_source_state is not None:
         data.load_state(trainer.resumed_source_state)
     events = refresh_steps(spec.iterations, sym_cfg.refresh_every) if sym_cfg.update_dataset else []
@@ -520,6 +549,7 @@ def _generate_new_clips(spec: RoundSpec, previous: DatasetVersion | None, clips:
         seed = _seed(spec.seed, spec.name, clip.clip_id, 0)
         out = clips.generate(clip, gaussians, sym_cfg.new_clip_strength, seed)
         rows += _rows_for_clip(clip, out, store, spec.name, generator.info.name, source, sym_cfg.new_clip_strength, seed, 0, spec.name, f"{spec.name}@0", order + k)
+        faults.point("round:generate")  # a clip's frames are in the store, the table not yet written
     table = pd.concat([table, pd.DataFrame(rows)]) if len(table) else pd.DataFrame(rows)
     return table[list(COLUMNS)].sort_values("sample_id").reset_index(drop=True)
 

@@ -54,7 +54,7 @@ import logging
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Callable
@@ -267,6 +267,7 @@ def sds_train(
     round_name: str = "sds",
     progress: bool = True,
     on_step: Callable[[int, dict], None] | None = None,
+    identity: str = "",
 ) -> TrainResult:
     """Optimise ``gaussians`` by SDS for ``iterations`` steps (resuming from a checkpoint if any).
 
@@ -285,7 +286,7 @@ def sds_train(
     guidance = SDSGuidance(generator, reference.image, sds)
     R = guidance.resolution
     window = min(guidance.max_frames, sds.frames_per_step or guidance.max_frames)
-    loop = OptimisationLoop(gaussians, cfg, iterations, seed, checkpoint_path, round_name, "sds")
+    loop = OptimisationLoop(gaussians, cfg, iterations, seed, checkpoint_path, round_name, "sds", identity)
     gen = loop.gen
 
     ref_cam = ref_target = ref_mask = None
@@ -381,27 +382,29 @@ def run_sds_round(
     previous_avatar: str = "init",
     progress: bool = True,
     record: dict | None = None,
+    identity=None,
 ) -> SDSRoundResult:
     """One SDS round into ``out_dir/avatar`` (no ``dataset/``); resumes from ``out_dir/.work``.
 
     The same inputs as :func:`zero1toa.symgen.round.run_round` minus the dataset ones (previous
     version, object store, SymGEN settings): ``spec.clips`` are the views/expressions distilled,
-    ``spec.iterations`` the steps, ``spec.seed`` the seed.
+    ``spec.iterations`` the steps, ``spec.seed`` the seed. ``identity`` guards the resume as in
+    :func:`~zero1toa.symgen.round.run_round`.
     """
     from ..avatar.checkpoint import save_avatar
-    from ..utils.io import read_json, write_json_atomic
+    from ..symgen.round import open_work_folder, standalone_identity
+    from ..utils.io import write_json_atomic
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     work = out_dir / ".work"
     sds_cfg = sds_cfg or getattr(train_cfg, "sds", None) or SDSConfig()
-    marker = work / "spec.json"
-    digest = {"spec": spec.digest(), "sds": asdict(sds_cfg)}
-    if marker.exists() and read_json(marker) != digest:
-        log.warning("%s: work folder belongs to other settings; starting the round afresh", spec.name)
-        shutil.rmtree(work)
+    if identity is None:
+        train_with_sds = replace(train_cfg, sds=sds_cfg) if hasattr(train_cfg, "sds") else train_cfg
+        identity = standalone_identity(spec, None, train_with_sds, generator, None, previous_avatar, out_dir)
     work.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(marker, digest)
+    if not open_work_folder(work, identity, spec.name):
+        write_json_atomic(work / "spec.json", {"identity": identity.record(), "round": spec.name})
     tt = time.perf_counter()
     if getattr(generator, "pipeline", None) is None:
         # An image generator (the benchmark's simulated one): SDS's mechanism is a fresh target
@@ -413,12 +416,12 @@ def run_sds_round(
         source = FreshTargets(head, reference.image, generator, cams, expr, jaws, (sds_cfg.t_min, sds_cfg.t_max), spec.seed, train_cfg.background)
         result = train_round(
             gaussians, head, source, spec.iterations, train_cfg, spec.seed,
-            checkpoint_path=work / "checkpoint.pt", round_name=spec.name, progress=progress,
+            checkpoint_path=work / "checkpoint.pt", round_name=spec.name, progress=progress, identity=identity.digest,
         )  # fmt: skip
     else:
         result = sds_train(
             gaussians, head, reference, generator, spec.clips, spec.iterations, train_cfg, spec.seed,
-            sds=sds_cfg, checkpoint_path=work / "checkpoint.pt", round_name=spec.name, progress=progress,
+            sds=sds_cfg, checkpoint_path=work / "checkpoint.pt", round_name=spec.name, progress=progress, identity=identity.digest,
         )  # fmt: skip
     timings = {"train": round(time.perf_counter() - tt, 3)}
     avatar_dir = save_avatar(

@@ -22,7 +22,8 @@ from typing import Callable, Protocol
 import torch
 
 
-from ..avatar.checkpoint import TrainState, capture_rng, load_train_state, restore_rng, save_train_state
+from .. import faults
+from ..avatar.checkpoint import CheckpointError, TrainState, capture_rng, load_train_state, restore_rng, save_train_state
 from ..avatar.gaussians import BoundGaussians
 from ..avatar.render import render_avatar
 from ..head.base import HeadModel, HeadPose
@@ -161,7 +162,9 @@ class OptimisationLoop:
 
     Adam per parameter group, the densification strategy, the sampling RNG, the position-lr
     decay, averaged log rows, the progress bar, and checkpoint save/resume: a checkpoint is
-    accepted when it belongs to the same round and ``mode``; ``extra`` carries what the caller
+    accepted only when it was written under the same ``identity`` (the round's
+    :class:`zero1toa.identity.NodeIdentity` digest), round and ``mode``, and is readable; any other
+    is discarded with a log line and training starts afresh. ``extra`` carries what the caller
     needs to continue (its data source, say) and comes back through :attr:`resumed_extra`.
     """
 
@@ -174,9 +177,10 @@ class OptimisationLoop:
         checkpoint_path: Path | None,
         round_name: str,
         mode: str,
+        identity: str = "",
     ) -> None:
         self.gaussians, self.cfg, self.iterations = gaussians, cfg, iterations
-        self.checkpoint_path, self.round_name, self.mode = checkpoint_path, round_name, mode
+        self.checkpoint_path, self.round_name, self.mode, self.identity = checkpoint_path, round_name, mode, identity
         self.gen = torch.Generator().manual_seed(seed)
         self.optimizers = make_optimizers(gaussians, cfg.optim)
         self.strategy = _BoundedStrategy(cfg.densify, iterations) if cfg.densify.enabled else None
@@ -184,23 +188,42 @@ class OptimisationLoop:
         self.history: list[dict] = []
         self.resumed_extra: dict | None = None
         self._running: dict[str, float] = {}
-        if checkpoint_path is not None and Path(checkpoint_path).exists():
-            st = load_train_state(checkpoint_path)
-            if st.round_name == round_name and st.extra.get("mode", "symgen") == mode:
-                _restore(gaussians, self.optimizers, self.strategy, st)
-                self.gen.set_state(st.extra["sampler_rng"])
-                restore_rng(st.rng)
-                self.history = list(st.extra.get("history", []))
-                self.start = st.step
-                self.resumed_extra = st.extra
-                log.info("%s: resuming %s from iteration %d", round_name, mode, self.start)
-            else:
-                log.warning("%s: ignoring checkpoint of %s (%s)", round_name, st.round_name, st.extra.get("mode", "symgen"))
+        st = self._acceptable_checkpoint()
+        if st is not None:
+            _restore(gaussians, self.optimizers, self.strategy, st)
+            self.gen.set_state(st.extra["sampler_rng"])
+            restore_rng(st.rng)
+            self.history = list(st.extra.get("history", []))
+            self.start = st.step
+            self.resumed_extra = st.extra
+            log.info("%s: resuming %s from iteration %d", round_name, mode, self.start)
         if self.strategy is not None:
             self.strategy.check(gaussians.params, self.optimizers)
         self.decay = (cfg.optim.means_final / cfg.optim.means) ** (1.0 / max(iterations, 1))
         for group in self.optimizers["means"].param_groups:
             group["lr"] = cfg.optim.means * self.decay**self.start
+
+    def _acceptable_checkpoint(self):
+        """The checkpoint to resume from, or None (a foreign, stale or unreadable one is deleted)."""
+        path = self.checkpoint_path
+        if path is None or not Path(path).exists():
+            return None
+        try:
+            st = load_train_state(path)
+        except CheckpointError as exc:
+            log.warning("%s: discarding an unreadable checkpoint (%s); training from the start", self.round_name, exc)
+            Path(path).unlink(missing_ok=True)
+            return None
+        why = None
+        if st.round_name != self.round_name or st.extra.get("mode", "symgen") != self.mode:
+            why = f"it belongs to {st.round_name} ({st.extra.get('mode', 'symgen')})"
+        elif st.extra.get("identity", "") != self.identity:
+            why = "it was written under other settings, inputs or code"
+        if why:
+            log.warning("%s: discarding its checkpoint: %s; training from the start", self.round_name, why)
+            Path(path).unlink(missing_ok=True)
+            return None
+        return st
 
     def steps(self, progress: bool, desc: str):
         self.bar = _progress(range(self.start, self.iterations), progress, desc, total=self.iterations, initial=self.start)
@@ -263,7 +286,7 @@ class OptimisationLoop:
                 round_name=self.round_name,
                 dataset_version="",  # the trainer knows no datasets (the field stays for old checkpoints)
                 rng=capture_rng(),
-                extra={"mode": self.mode, "sampler_rng": self.gen.get_state(), "history": self.history, **extra},
+                extra={"mode": self.mode, "identity": self.identity, "sampler_rng": self.gen.get_state(), "history": self.history, **extra},
             ),
         )
 
@@ -289,11 +312,12 @@ class Trainer:
         round_name: str = "round",
         progress: bool = True,
         on_step: Callable[[int, dict], None] | None = None,
+        identity: str = "",
     ) -> None:
         self.t0 = time.perf_counter()
         self.gaussians, self.head, self.iterations, self.cfg = gaussians, head, iterations, cfg
         self.loss_fn = AvatarLoss(cfg.loss)
-        self.loop = OptimisationLoop(gaussians, cfg, iterations, seed, checkpoint_path, round_name, "symgen")
+        self.loop = OptimisationLoop(gaussians, cfg, iterations, seed, checkpoint_path, round_name, "symgen", identity)
         self.step = self.loop.start
         self.on_step = on_step
         self.resumed_source_state = self.loop.resumed_extra.get("source") if self.loop.resumed_extra is not None else None
@@ -322,6 +346,7 @@ class Trainer:
             if hasattr(loop.bar, "update"):
                 loop.bar.update(1)
             loop.maybe_save(step, {"source": source.state()})
+            faults.point("round:step")
             self.step = step + 1
 
     def save(self, source: BatchSource) -> None:
@@ -354,10 +379,11 @@ def train_round(
     round_name: str = "round",
     progress: bool = True,
     on_step: Callable[[int, dict], None] | None = None,
+    identity: str = "",
 ) -> TrainResult:
     """Optimise ``gaussians`` on ``source`` for ``iterations`` steps in one go (resuming if a
-    checkpoint exists)."""
-    trainer = Trainer(gaussians, head, iterations, cfg, seed, checkpoint_path, round_name, progress, on_step)
+    checkpoint written under the same ``identity`` exists)."""
+    trainer = Trainer(gaussians, head, iterations, cfg, seed, checkpoint_path, round_name, progress, on_step, identity)
     if trainer.resumed_source_state is not None:
         source.load_state(trainer.resumed_source_state)
     trainer.run(source, iterations)

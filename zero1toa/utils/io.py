@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .. import faults
+
 _CHUNK = 1 << 20
 
 
@@ -80,6 +82,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield tmp_path
         if tmp_path.exists():
             os.chmod(tmp_path, _FILE_MODE)
+        faults.point(f"write:{path.name}")  # the content is written, the rename not yet done
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -104,14 +107,19 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; it replaces ``path`` only if the block succeeds.
 
     An existing ``path`` is swapped out only after the new folder is complete, so readers see
-    either the old or the new version, never a mix.
+    either the old or the new version, never a mix. (A kill between the swap's two renames
+    leaves ``path`` absent, which every reader treats as "not written yet"; the left-over old
+    folder is removed by the next write.)
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    for stale in path.parent.glob(f".{path.name}.old.*"):  # a swap killed between its two renames
+        shutil.rmtree(stale, ignore_errors=True)
     try:
         yield tmp
         os.chmod(tmp, _DIR_MODE)
+        faults.point(f"write:{path.name}/")
         if path.exists():
             old = path.with_name(f".{path.name}.old.{os.getpid()}")
             os.replace(path, old)

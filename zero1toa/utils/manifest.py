@@ -9,36 +9,15 @@ output digests still match is done).
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 from .io import read_json, sha256_file, sha256_tree, write_json_atomic
 
 MANIFEST_NAME = "manifest.json"
-
-
-@lru_cache(maxsize=64)
-def code_version(*packages: str) -> str:
-    """Digest of the Python sources of the given (sub)packages or modules.
-
-    A node's code version changes when, and only when, code it depends on changes; editing the
-    evaluation code leaves the training nodes' versions (and caches) intact.
-    """
-    h = hashlib.sha256()
-    for name in sorted(packages):
-        mod = import_module(name)
-        path = Path(mod.__file__)
-        files = sorted(path.parent.rglob("*.py")) if path.name == "__init__.py" else [path]
-        for f in files:
-            h.update(f.relative_to(path.parent.parent if path.name == "__init__.py" else path.parent).as_posix().encode())
-            h.update(sha256_file(f).encode())
-    return h.hexdigest()[:16]
 
 
 def digest_path(path: Path) -> str:
