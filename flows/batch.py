@@ -59,10 +59,34 @@ def portrait_configs(images: list[Path], base: Config) -> list[dict]:
         if name in seen:
             raise ValueError(f"two portraits map to the run name {name!r}: rename one of them")
         seen.add(name)
-        data = to_dict(base)
+        data = absolute_paths(to_dict(base))
         data["run"]["name"] = name
         configs.append(to_dict(from_dict(data)))
     return configs
+
+
+def absolute_paths(data: dict) -> dict:
+    """Every path of a config dict made absolute against this (the client's) working folder.
+
+    Dask workers run elsewhere (``--address``: other machines, other working folders); a relative
+    ``run.root`` or weights folder would resolve against each worker's own folder.
+    """
+    from zero1toa.identity import NODE_ENTRIES, external_inputs
+
+    data["run"]["root"] = str(Path(data["run"]["root"]).expanduser().resolve())
+    for kind in NODE_ENTRIES:
+        for key, value in external_inputs(data, kind).items():
+            absolute = str(Path(value).expanduser().resolve())
+            if key.startswith("stages.temporal.sequences["):
+                i = int(key.rsplit("[", 1)[1].rstrip("]"))
+                data["stages"]["temporal"]["sequences"][i] = absolute
+                continue
+            *parents, leaf = key.split(".")
+            node = data
+            for part in parents:
+                node = node[part]
+            node[leaf] = absolute
+    return data
 
 
 @task(name="portrait", retries=0)

@@ -8,9 +8,14 @@ command pays only for the libraries it needs.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
 import sys
+import time
+import traceback
+from pathlib import Path
 
 #: name -> (module under flows.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -40,10 +45,68 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `zero1toa COMMAND --help` for a command's options.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="debug logging, and tracebacks in the terminal (otherwise in .logs/last_error.log)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
+
+
+#: Where the traceback of the last failed command goes (the terminal gets one clear line).
+ERROR_LOG = Path(".logs") / "last_error.log"
+
+
+def _user_errors() -> tuple[type, ...]:
+    """Errors a user can act on from the message alone (bad input, missing files, a busy folder)."""
+    from zero1toa.avatar.checkpoint import CheckpointError
+    from zero1toa.config import ConfigError
+    from zero1toa.nodes import CorruptArtifactError
+    from zero1toa.preflight import MissingAssetsError
+    from zero1toa.preprocess.errors import PreprocessError
+    from zero1toa.runlock import RunFolderBusy
+
+    return (ConfigError, PreprocessError, MissingAssetsError, RunFolderBusy, CorruptArtifactError, CheckpointError, FileNotFoundError, KeyError, ValueError)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def write_error_log(name: str, argv: list[str], exc: BaseException) -> Path | None:
+    """The full traceback, for the user who wants it (and for a bug report)."""
+    from zero1toa.env import project_root
+
+    path = project_root() / ERROR_LOG
+    text = f"zero1toa {' '.join(argv)}\n{time.strftime('%Y-%m-%d %H:%M:%S')}\n\n" + "".join(traceback.format_exception(exc))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError:  # a full disk may refuse the log too: the message still reaches the terminal
+        return None
+    return path
+
+
+def report_error(name: str, argv: list[str], exc: BaseException) -> int:
+    """One clear message for the terminal; the traceback goes to :data:`ERROR_LOG`."""
+    log_path = write_error_log(name, argv, exc)
+    where = f" (traceback: {log_path}; or re-run with --debug)" if log_path else ""
+    if _disk_full(exc):
+        print(
+            f"zero1toa {name}: error: the disk is full ({exc}). Every finished node, dataset version and "
+            f"checkpoint is intact: free some space and run the same command again; it resumes.{where}",
+            file=sys.stderr,
+        )
+    elif isinstance(exc, _user_errors()):
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"zero1toa {name}: error: {msg}{where}", file=sys.stderr)
+    else:
+        print(f"zero1toa {name}: internal error: {type(exc).__name__}: {exc}{where}", file=sys.stderr)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,10 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0
-    verbose = False
-    while argv and argv[0] in ("-v", "--verbose"):
+    verbose = debug = False
+    while argv and argv[0] in ("-v", "--verbose", "--debug"):
         verbose = True
+        debug = debug or argv[0] == "--debug"
         argv.pop(0)
+    if "--debug" in argv:  # also accepted after the command
+        argv.remove("--debug")
+        verbose = debug = True
     name = argv[0]
     if name not in COMMANDS:
         parser.print_usage(sys.stderr)
@@ -67,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "urllib3", "prefect", "alembic", "numexpr", "PIL", "matplotlib", "distributed", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not debug:  # a failed task is reported once, by us, not again with Prefect's traceback
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     module = importlib.import_module(f"flows.commands.{COMMANDS[name][0]}")
-    sub = argparse.ArgumentParser(prog=f"zero1toa {name}", description=COMMANDS[name][1])
+    sub = argparse.ArgumentParser(prog=f"zero1toa {name}", description=COMMANDS[name][1], epilog="--debug (before or after the command): show tracebacks in the terminal")
     module.add_arguments(sub)
     args = sub.parse_intermixed_args(argv[1:])
     try:
@@ -76,14 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished artifacts are kept and a re-run resumes", file=sys.stderr)
         return 130
-    except Exception as exc:  # user-facing errors: one clear line, not a traceback
-        from zero1toa.config import ConfigError
-        from zero1toa.preprocess.errors import PreprocessError
-
-        if isinstance(exc, (ConfigError, PreprocessError, FileNotFoundError, KeyError, ValueError)) and not verbose:
-            print(f"zero1toa {name}: error: {exc}", file=sys.stderr)
-            return 1
-        raise
+    except Exception as exc:
+        if debug:
+            raise
+        return report_error(name, argv, exc)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ def load_params(path: Path | None = None) -> Config:
     with open(path, encoding="utf-8") as f:
         data = yaml.safe_load(f) or {}
     data.pop("dag", None)  # the round plan `zero1toa params` adds for dvc.yaml's foreach, not a setting
+    data.pop("identity", None)  # the environment part of the node identities, for DVC
     return from_dict(data)
 
 

@@ -141,12 +141,19 @@ def portrait_flow(
     ``config`` is the resolved, validated configuration as a dict (``zero1toa.config.to_dict``);
     ``refresh`` ignores all caches; ``retries`` / ``retry_delays`` override the tasks' defaults.
     """
-    from prefect.runtime import flow_run
+    from zero1toa.runlock import run_lock
 
     t0 = time.perf_counter()
     cfg = from_dict(config)
     run_dir = run_dir_for(cfg).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):  # one run per folder (re-entrant: run_portrait may hold it already)
+        return _portrait_flow_body(image, cfg, run_dir, refresh, retries, retry_delays, t0)
+
+
+def _portrait_flow_body(image: str, cfg: Config, run_dir: Path, refresh: bool, retries, retry_delays, t0: float) -> dict[str, Any]:
+    from prefect.runtime import flow_run
+
     store = result_store(cfg)
     flow_run_id = str(flow_run.id) if flow_run.id else None
     ctx = start_pipeline(cfg, run_dir, "prefect", flow_run_id=flow_run_id)
@@ -198,10 +205,22 @@ def run_portrait(
     refresh: bool = False,
     retries: int | None = None,
     retry_delays: list[float] | None = None,
+    overrides: list[str] | None = None,
+    wait: bool = False,
 ) -> dict[str, Any]:
-    """Run the portrait flow for an already validated config (what ``zero1toa run`` calls)."""
+    """Run the portrait flow for an already validated config (what ``zero1toa run`` calls).
+
+    The run folder is locked for the flow's duration (a second run of the same folder fails at
+    once, or waits with ``wait``), and records its settings (``overrides``, the resolved config)
+    for later commands on it (:mod:`flows.runconfig`).
+    """
+    from flows.runconfig import save_run_config
+    from zero1toa.runlock import run_lock
+
     path = resolve_image(image, cfg)
-    return portrait_flow(image=str(path), config=to_dict(cfg), refresh=refresh, retries=retries, retry_delays=retry_delays)
+    with run_lock(run_dir_for(cfg), wait=wait):
+        save_run_config(run_dir_for(cfg), cfg, overrides)
+        return portrait_flow(image=str(path), config=to_dict(cfg), refresh=refresh, retries=retries, retry_delays=retry_delays)
 
 
 __all__ = ["portrait_flow", "run_portrait", "resolve_image", "result_store", "outputs_summary", "prefect_env_defaults"]

@@ -27,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=DEFAULT_PORTRAIT, help="portrait: where to put the image")
     p.add_argument("--source", default="sample", help="portrait: image to copy there when it is missing (`sample` = the bundled portrait)")
     p.add_argument("--json", action="store_true", help="print the node's result record as JSON")
+    p.add_argument("--wait", action="store_true", help="when another process is running this run folder, wait for it instead of failing at once")
 
 
 def provide_portrait(out: Path, source: str = "sample") -> Path:
@@ -53,6 +54,33 @@ def provide_portrait(out: Path, source: str = "sample") -> Path:
     with atomic_path(out) as tmp:
         shutil.copyfile(src, tmp)
     return out
+
+
+def check_params_identity(params_path: Path | None, cfg, kind: str) -> None:
+    """params.yaml's ``identity`` section must describe this environment, or DVC's staleness is wrong.
+
+    DVC sees library versions and the contents of external files (weights, LPIPS, FLAME) only
+    through that section, written by ``zero1toa params`` (or DVC's own Hydra composition); after
+    an upgrade or a changed weights folder it must be composed again.
+    """
+    import yaml
+
+    from flows.commands.params import IDENTITY_KEY, default_params_path
+    from zero1toa.config import ConfigError, to_dict
+    from zero1toa.identity import environment_identity
+
+    path = Path(params_path) if params_path is not None else default_params_path()
+    with open(path, encoding="utf-8") as f:
+        recorded = ((yaml.safe_load(f) or {}).get(IDENTITY_KEY) or {}).get(kind)
+    now = environment_identity(to_dict(cfg))[kind]
+    if recorded != now:
+        changed = sorted(
+            f"{part}.{k}" for part in ("libraries", "external") for k in set((recorded or {}).get(part, {})) | set(now[part]) if (recorded or {}).get(part, {}).get(k) != now[part].get(k)
+        ) or ["identity section missing"]
+        raise ConfigError(
+            f"{path} describes another environment for the {kind} node ({', '.join(changed)} changed): "
+            "run `zero1toa params [overrides]` again (or `dvc exp run`, which composes it itself), then `dvc repro`"
+        )
 
 
 def _split(name: str, args: list[str]) -> tuple[str, list[str]]:
@@ -99,14 +127,21 @@ def run(args: argparse.Namespace) -> int:
         image = args.image.resolve()
         if not image.is_file():
             raise FileNotFoundError(f"portrait not found: {args.image} (run `zero1toa node portrait` or pass --image)")
+    if not overrides:
+        check_params_identity(args.params, cfg, keys.node_kind(cfg, name))
+    from flows.runconfig import save_run_config
+    from zero1toa.runlock import run_lock
+
     pipeline_key = dvc_pipeline_key()
-    ctx = start_pipeline(cfg, run_dir, "dvc" if pipeline_key else "cli", pipeline_key=pipeline_key, reuse=pipeline_key is not None)
     launcher = "dvc" if pipeline_key else "cli"
-    try:
-        result = run_node(name, run_dir, cfg, upstream, image=image, tracking=ctx, launcher=launcher)
-    except BaseException as exc:
-        end_pipeline(ctx, "FAILED", {"partial": True, "nodes": {}, "error": f"{type(exc).__name__}: {exc}"})
-        raise
+    with run_lock(run_dir, wait=args.wait):
+        save_run_config(run_dir, cfg, overrides if overrides else None)
+        ctx = start_pipeline(cfg, run_dir, launcher, pipeline_key=pipeline_key, reuse=pipeline_key is not None)
+        try:
+            result = run_node(name, run_dir, cfg, upstream, image=image, tracking=ctx, launcher=launcher)
+        except BaseException as exc:
+            end_pipeline(ctx, "FAILED", {"partial": True, "nodes": {}, "error": f"{type(exc).__name__}: {exc}"})
+            raise
     end_pipeline(ctx, "FINISHED", {"partial": True, "nodes": {name: {"node": name, "kind": result["kind"], "state": "Completed", "metrics": result["metrics"]}}})
     if args.json:
         print(json.dumps(result, indent=2, default=str))

@@ -2,7 +2,9 @@
 
 ``dvc exp run -S key=value`` composes the same file itself (DVC's Hydra integration, configured
 in ``.dvc/config``); this command is for ``dvc repro`` and for checking a configuration. The file
-holds the validated configuration plus ``dag``, the round plan ``dvc.yaml`` iterates over.
+holds the validated configuration plus ``dag``, the round plan ``dvc.yaml`` iterates over, and
+``identity``, per node kind the library versions and external-file digests of
+:func:`zero1toa.identity.environment_identity` (what DVC cannot see as file deps).
 """
 
 from __future__ import annotations
@@ -15,12 +17,16 @@ from typing import Any
 
 PLUGIN = Path(".dvc") / "hydra" / "hydra_plugins" / "zero1toa_dag.py"
 DAG_KEY = "dag"
+#: Per node kind, the part of its identity DVC cannot see as file deps (library versions,
+#: digests of external weights/files): each dvc.yaml stage lists ``identity.<kind>`` as params.
+IDENTITY_KEY = "identity"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. preset=smoke generator=tiny stages.spatial.rounds=3")
     p.add_argument("--out", type=Path, default=None, help="where to write (default: params.yaml in the project root)")
     p.add_argument("--print", dest="print_only", action="store_true", help="print the composed params instead of writing them")
+    p.add_argument("--write-dvc-yaml", action="store_true", help="also regenerate dvc.yaml from the node identities (after changing which modules a node imports)")
 
 
 @lru_cache(maxsize=1)
@@ -46,9 +52,12 @@ def compose_params(overrides: list[str]) -> dict[str, Any]:
     from flows.config import compose
     from zero1toa.config import to_dict
 
+    from zero1toa.identity import environment_identity
+
     cfg = compose(overrides)
     data = to_dict(cfg)
     data[DAG_KEY] = round_plan(cfg)
+    data[IDENTITY_KEY] = environment_identity(data)
     return _plain(data)
 
 
@@ -80,6 +89,7 @@ def load_params_file(path: Path | None = None):
     with open(path, encoding="utf-8") as f:
         data = yaml.safe_load(f) or {}
     data.pop(DAG_KEY, None)
+    data.pop(IDENTITY_KEY, None)
     return from_dict(data)
 
 
@@ -93,6 +103,10 @@ def run(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(data, sort_keys=False, width=120), end="")
         return 0
     path = write_params(data, args.out if args.out is not None else default_params_path())
+    if args.write_dvc_yaml:
+        from flows.dvc_stages import write_dvc_yaml
+
+        print(f"wrote {write_dvc_yaml(path.parent / 'dvc.yaml')}")
     plan = data[DAG_KEY]
     print(f"wrote {path}: run {data['run']['name']} in {data['run']['root']}, rounds {', '.join(plan['rounds'])}")
     return 0

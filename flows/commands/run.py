@@ -12,6 +12,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refresh", action="store_true", help="ignore every cached node result and run all nodes again")
     p.add_argument("--retries", type=int, default=None, help="retries per node for transient failures (default 2)")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON (for scripts)")
+    p.add_argument("--wait", action="store_true", help="when another process is running this run folder, wait for it instead of failing at once")
 
 
 def print_summary(summary: dict) -> None:
@@ -52,8 +53,11 @@ def run(args: argparse.Namespace) -> int:
     use_dashboard_if_running()  # a running `zero1toa dashboard` gets this run (before Prefect is imported)
     from flows.flow import resolve_image, run_portrait
 
-    resolve_image(args.image, cfg)  # a missing portrait fails before the flow starts too
-    summary = run_portrait(args.image, cfg, refresh=args.refresh, retries=args.retries)
+    image = resolve_image(args.image, cfg)  # a missing portrait fails before the flow starts too
+    from zero1toa.preprocess.image_io import load_image
+
+    load_image(image)  # and so does a file that is not a photo (one line, not a failed flow)
+    summary = run_portrait(args.image, cfg, refresh=args.refresh, retries=args.retries, overrides=args.overrides, wait=args.wait)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:

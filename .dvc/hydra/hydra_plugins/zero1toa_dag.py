@@ -7,8 +7,8 @@ the two round counts into the plan ``dvc.yaml`` iterates over; ``.dvc/hydra/dvc_
 composes a params.yaml with three spatial round stages.
 
 DVC imports every module under ``<hydra.plugins_path>/hydra_plugins`` before composing (Hydra's
-plugin discovery); ``zero1toa params`` loads this file directly. It must stay self-contained
-(no zero1toa import: DVC's process should not pay for torch); ``tests/test_dvc.py`` checks that
+plugin discovery); ``zero1toa params`` loads this file directly. It must stay light (DVC's process should not pay for torch: the only zero1toa import is
+:mod:`zero1toa.identity`, which imports no torch); ``tests/test_dvc.py`` checks that
 it agrees with ``zero1toa.nodes.plan_rounds``.
 """
 
@@ -26,11 +26,14 @@ def round_plan(spatial: int, temporal: int, progressive: bool = True) -> dict:
             folder = f"{stage}/round_{i}"
             # what the round reads besides preprocess/ and head/ (two slots: dvc.yaml lists both)
             inputs = [f"{previous}/dataset", f"{previous}/avatar"] if previous else ["preprocess", "head"]
-            # spatial rounds read no temporal settings while the schedule is progressive
+            # the stage settings a round reads (four slots: dvc.yaml lists all four; a progressive
+            # spatial round reads no temporal settings, so it repeats its own keys), the same keys
+            # as zero1toa.dag.key_params
+            spatial_keys = ["stages.spatial", "stages.spatial_iterations"]
             if stage == "spatial" and bool(progressive):
-                reads = ["stages.spatial", "stages.spatial_iterations"]
+                reads = spatial_keys * 2
             else:
-                reads = ["stages.temporal", "stages.temporal_iterations"]
+                reads = spatial_keys + ["stages.temporal", "stages.temporal_iterations"]
             rounds[f"{stage}_{i}"] = {"stage": stage, "folder": folder, "inputs": inputs, "reads": reads}
             previous = folder
     return {"rounds": rounds, "final": previous}
@@ -42,5 +45,23 @@ def _resolver(spatial, temporal, progressive=True):
     return OmegaConf.create(round_plan(int(spatial), int(temporal), progressive))
 
 
+#: The config sections the environment identity reads (never ``identity`` itself: no recursion).
+_IDENTITY_SECTIONS = ("head", "generator", "train", "evaluate", "stages")
+
+
+def _identity_resolver(*, _root_):
+    """``${z1_identity:}``: library versions and external-file digests per node kind.
+
+    The same function ``zero1toa params`` calls (:func:`zero1toa.identity.environment_identity`;
+    that module imports neither torch nor the orchestrators, so DVC's process stays light).
+    """
+    from zero1toa.identity import environment_identity
+
+    cfg = {k: OmegaConf.to_container(_root_[k], resolve=True) for k in _IDENTITY_SECTIONS if k in _root_}
+    return OmegaConf.create(environment_identity(cfg))
+
+
 if not OmegaConf.has_resolver("z1_dag"):
     OmegaConf.register_new_resolver("z1_dag", _resolver)
+if not OmegaConf.has_resolver("z1_identity"):
+    OmegaConf.register_new_resolver("z1_identity", _identity_resolver)
