@@ -85,7 +85,40 @@ def test_round_plan_matches_the_method(tmp_path):
         first = next(iter(plan["rounds"].values()))
         assert first["inputs"] == ["preprocess", "head"]
         temporal_reads = [r["reads"] for r in plan["rounds"].values() if r["stage"] == "temporal"]
-        assert all(reads == ["stages.temporal", "stages.temporal_iterations"] for reads in temporal_reads)
+        assert all(reads == ["stages.spatial", "stages.spatial_iterations", "stages.temporal", "stages.temporal_iterations"] for reads in temporal_reads)
+
+
+def test_dvc_yaml_is_generated_from_the_node_identities():
+    """The committed dvc.yaml is what the identities render: deps and params cannot drift."""
+    from flows.dvc_stages import render_dvc_yaml
+
+    committed = (PROJECT / "dvc.yaml").read_text()
+    assert committed == render_dvc_yaml(), "dvc.yaml is stale: run `zero1toa params --write-dvc-yaml` and commit it"
+
+
+@pytest.mark.parametrize("progressive", [True, False])
+def test_stage_params_are_the_settings_each_node_reads(progressive):
+    from flows.commands.params import _plugin
+    from flows.config import compose
+    from flows.dvc_stages import render_stages
+    from zero1toa.dag import dag_nodes, key_params, node_kind
+
+    cfg = compose(SMOKE + ["stages.spatial.rounds=2", f"stages.progressive={str(progressive).lower()}"])
+    stages = render_stages()["stages"]
+    plan = _plugin().round_plan(2, cfg.stages.temporal.rounds, progressive)["rounds"]
+    for node in dag_nodes(cfg):
+        kind = node_kind(cfg, node)
+        params = stages["round"]["do"]["params"] if kind == "round" else stages[node]["params"]
+        if kind == "round":
+            params = [plan[node]["reads"][int(p[len("${item.reads["):-2])] if p.startswith("${item.reads[") else p for p in params]
+        expected = set()
+        for key, value in key_params(cfg, node).items():
+            if key == "stages":
+                expected |= {f"stages.{k}" for k in value}
+            else:
+                expected.add(key)
+        assert set(params) - {f"identity.{kind}"} == expected, node
+        assert f"identity.{kind}" in params
 
 
 def test_repro_runs_every_stage_then_is_a_noop(repo):
@@ -193,3 +226,34 @@ def test_exp_run_with_generator_and_round_count(repo):
     assert "Running stage 'preprocess'" not in r.stdout  # the portrait's preprocessing is reused
     shown = json.dumps(json.loads(repo.run("dvc", "exp", "show", "--json").stdout))
     assert "tiny-3" in shown  # (the fps-one experiment belongs to another test, which may be deselected)
+
+
+@pytest.mark.parametrize(
+    "override, stale",
+    [
+        ("evaluate.fps_repeats=1", {"evaluate"}),
+        ("stages.temporal.clips_per_round=3", {"temporal_1"}),
+        ("head.fit_iterations=50", {"fit_head"}),
+        ("train.loss.l1=0.9", {"spatial_1", "temporal_1"}),
+    ],
+)
+def test_dvc_and_the_node_identities_agree_on_what_is_stale(repo, override, stale):
+    """Change one setting: `dvc status` and the identity check name the same stale nodes."""
+    from flows.config import compose
+    from zero1toa.dag import dag_nodes
+    from zero1toa.identity import identity_from_disk
+    from zero1toa.nodes import verify_node
+    from zero1toa.utils.io import sha256_file
+
+    try:
+        repo.run("zero1toa", "params", *SMOKE, override)
+        status = json.loads(repo.run("dvc", "status", "--json").stdout or "{}")
+        dvc_stale = {name.split("@", 1)[-1] for name in status}
+        cfg = compose(SMOKE + [override, f"run.root={repo.path / 'runs'}"])
+        run_dir = repo.path / "runs" / "sample"
+        image = sha256_file(repo.path / "inputs" / "portrait.png")
+        ours = {n for n in dag_nodes(cfg) if verify_node(run_dir, cfg, n, identity_from_disk(cfg, n, run_dir, image)) is not None}
+        assert dvc_stale == ours == stale, (dvc_stale, ours)
+    finally:
+        repo.run("zero1toa", "params", *SMOKE)
+    assert "Data and pipelines are up to date" in repo.run("dvc", "status").stdout

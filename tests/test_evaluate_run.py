@@ -20,7 +20,8 @@ import evaluate_fixtures as fx  # noqa: E402
 from zero1toa.config import from_dict  # noqa: E402
 from zero1toa.evaluate.run import CORE_KEYS, evaluate_run, latest_round_folder  # noqa: E402
 from zero1toa.utils.io import read_json  # noqa: E402
-from zero1toa.utils.manifest import code_version, digest_path  # noqa: E402
+from zero1toa.identity import code_digest  # noqa: E402
+from zero1toa.utils.manifest import digest_path  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -72,19 +73,22 @@ def test_metrics_json_is_flat_with_reasons(evaluated):
 def test_metric_values_are_sane(evaluated):
     run, cfg, _ = evaluated
     m = read_json(run / "evaluate" / "metrics.json")
-    # colours start from the photo, so the reference view already resembles it
-    assert 10.0 < m["psnr_reference"] < 60.0
-    assert 0.0 < m["ssim_reference"] <= 1.0
+    # colours start from the photo, so the reference view already resembles it (measured on this
+    # fixture: 22.9 dB, SSIM 0.84); bounds a broken renderer, camera or colour init would miss
+    assert 18.0 < m["psnr_reference"] < 60.0
+    assert 0.7 < m["ssim_reference"] <= 1.0
     assert m["determinism_max_abs_diff"] == 0.0
     assert m["temporal_change_expression"] > 0.0 and m["temporal_change_camera"] > 0.0
-    assert 0.0 <= m["temporal_jitter_camera"] < 2.0
-    assert 0.0 <= m["face_detection_rate"] <= 1.0
+    assert 0.0 <= m["temporal_jitter_camera"] < 1.0
     sweep = m["details"]["face_detection"]
     assert set(sweep) == {f"{y:+.0f}" for y in cfg.sweep_yaw_deg}
     assert sweep["+0"] is True  # the frontal render of the photo-coloured avatar is a face
-    assert m["landmark_error"] is not None and 0.0 <= m["landmark_error"] < 0.5
-    assert m["mouth_open_driving"] > 0.0  # jaw_open opens the driving mesh's lips
-    assert m["mouth_open_render"] is not None
+    assert m["face_detection_rate"] == pytest.approx(sum(bool(v) for v in sweep.values()) / len(sweep))
+    assert m["landmark_error"] is not None and 0.0 <= m["landmark_error"] < 0.1  # measured 0.028 IOD
+    # the README's claim: jaw_open opens the rendered mouth, not only the driving mesh's lips
+    # (measured here: 0.058 inter-ocular distances for a driving gap of 0.255)
+    assert m["mouth_open_driving"] > 0.1
+    assert m["mouth_open_render"] is not None and m["mouth_open_render"] > 0.1 * m["mouth_open_driving"]
     assert m["num_gaussians"] == read_json(run / "temporal" / "round_1" / "avatar" / "avatar.json")["num_gaussians"]
     fps = m["details"]["fps"]
     assert m["fps_render"] > 0 and m["fps_animate_render"] > 0
@@ -146,7 +150,7 @@ def test_manifest_records_lineage(evaluated):
     for rel, digest in on_disk["outputs"].items():
         assert digest_path(run / "evaluate" / rel) == digest, rel
     assert "metrics.json" in on_disk["outputs"] and "turntable.mp4" in on_disk["outputs"]
-    assert on_disk["code_version"] == code_version("zero1toa.evaluate")
+    assert on_disk["code_version"] == code_digest("evaluate")
     assert on_disk["seed"] == 0
     assert on_disk["timings"]["total"] > 0
     assert on_disk["metrics"]["psnr_reference"] == read_json(run / "evaluate" / "metrics.json")["psnr_reference"]

@@ -46,7 +46,7 @@ def test_full_flow_runs_every_node_and_reports_outputs(smoke_run):
     metrics = json.loads(Path(out["metrics"]).read_text())
     assert metrics["num_gaussians"] > 0
     # every node left its manifest, and its result record matches it
-    from zero1toa.nodes import read_run_manifests
+    from zero1toa.runfolder import read_run_manifests
 
     manifests = read_run_manifests(smoke_run.run_dir)
     assert set(manifests) == set(ALL_NODES)
@@ -91,8 +91,13 @@ def test_changing_a_temporal_setting_reruns_temporal_rounds_and_what_follows(smo
     s = _run(smoke_run.overrides + ["stages.temporal_iterations=10"])
     assert s["executed"] == ["temporal_1", "evaluate", "export"]
     assert s["cached"] == ["preprocess", "fit_head", "spatial_1"]
-    back = _run(smoke_run.overrides)  # restore the shared run folder for the tests after this one
-    assert set(back["executed"]) <= {"temporal_1", "evaluate", "export"}
+    assert s["nodes"]["temporal_1"]["output_digest"] != smoke_run.first["nodes"]["temporal_1"]["output_digest"]
+    # back to the original setting: the cached results' files were replaced by the changed run's,
+    # so those nodes run again, and (every node being reproducible) give the original bytes
+    back = _run(smoke_run.overrides)
+    assert back["executed"] == ["temporal_1", "evaluate", "export"]
+    for node in ("temporal_1", "evaluate", "export"):
+        assert back["nodes"][node]["output_digest"] == smoke_run.first["nodes"][node]["output_digest"], node
 
 
 def test_deleted_artifact_makes_its_node_run_again(smoke_run):
@@ -148,10 +153,24 @@ def test_transient_failure_is_retried(smoke_run, monkeypatch):
 
 def test_non_transient_failure_is_not_retried(smoke_run, monkeypatch):
     from tasks.execute import is_transient
+    from zero1toa import nodes
     from zero1toa.config import ConfigError
 
     assert is_transient(OSError("disk")) and is_transient(TimeoutError()) and is_transient(RuntimeError("CUDA out of memory"))
     assert not is_transient(ConfigError("bad")) and not is_transient(FileNotFoundError("x")) and not is_transient(ValueError("x"))
+    calls = []
+
+    def bad_input(run_dir, cfg):
+        calls.append(1)
+        raise ValueError("a bad setting (test)")
+
+    monkeypatch.setattr(nodes, "node_export", bad_input)
+    shutil.rmtree(smoke_run.run_dir / "export")
+    with pytest.raises(ValueError, match="bad setting"):
+        _run(smoke_run.overrides, retries=2, retry_delays=[0.1, 0.1])
+    assert len(calls) == 1  # failed at once: two retries were allowed, none was spent
+    monkeypatch.undo()
+    assert _run(smoke_run.overrides)["executed"] == ["export"]  # restore the shared run folder
 
 
 @pytest.mark.parametrize(
@@ -169,3 +188,39 @@ def test_bad_config_fails_before_any_work_naming_the_key(orchestration, tmp_path
 def test_missing_portrait_fails_before_the_flow(orchestration, tmp_path):
     r = run_cli(["run", str(tmp_path / "nope.jpg"), "preset=smoke", f"run.root={tmp_path}"], orchestration, timeout=120)
     assert r.returncode == 1 and "portrait not found" in r.stderr
+
+
+def test_a_file_that_is_not_a_photo_is_one_clear_line(orchestration, tmp_path):
+    """Checked before the flow starts: no Prefect run, no traceback; the traceback goes to a log."""
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a photo\n")
+    r = run_cli(["run", str(text), "preset=smoke", f"run.root={tmp_path}"], orchestration, timeout=120, ZERO1TOA_HOME=str(tmp_path))
+    assert r.returncode == 1
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("zero1toa run: error:") and "not an image" in lines[0] and "Traceback" not in r.stderr
+    log = tmp_path / ".logs" / "last_error.log"
+    assert str(log) in lines[0] and "Traceback" in log.read_text()
+    assert not (tmp_path / "sample").exists()  # nothing was started
+    debug = run_cli(["--debug", "run", str(text), "preset=smoke", f"run.root={tmp_path}"], orchestration, timeout=120, ZERO1TOA_HOME=str(tmp_path))
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_a_second_run_of_a_busy_folder_fails_at_once_naming_the_holder(orchestration, tmp_path):
+    import subprocess
+    import sys
+
+    from pipeline_fixtures import PROJECT
+
+    run_dir = tmp_path / "busy"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from zero1toa.runlock import run_lock\nwith run_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(300)", str(run_dir)],
+        stdout=subprocess.PIPE, text=True, cwd=PROJECT,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        r = run_cli(["run", "sample", "preset=smoke", f"run.root={tmp_path}", "run.name=busy"], orchestration, timeout=180)
+        assert r.returncode == 1 and f"in use by pid {holder.pid}" in r.stderr, r.stderr[-2000:]
+    finally:
+        holder.kill()
+        holder.wait()

@@ -63,7 +63,9 @@ def _node_cmd(root, name):
     return [str(VENV_BIN / "zero1toa"), "node", "round", "spatial_1", *_overrides(root, name)]
 
 
-def test_killed_round_resumes_from_its_checkpoint(prepared, orchestration):
+@pytest.fixture(scope="module")
+def resumed(prepared, orchestration):
+    """The round killed with SIGKILL after its first checkpoint, then run again to the end."""
     root = prepared
     round_dir = root / "killed" / "spatial" / "round_1"
     ckpt = round_dir / ".work" / "checkpoint.pt"
@@ -81,6 +83,12 @@ def test_killed_round_resumes_from_its_checkpoint(prepared, orchestration):
 
     again = subprocess.run(_node_cmd(root, "killed"), env=orchestration.env(), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
+    return root, again
+
+
+def test_killed_round_resumes_from_its_checkpoint(resumed):
+    root, again = resumed
+    round_dir = root / "killed" / "spatial" / "round_1"
     assert "resumed from iteration" in again.stdout
     man = json.loads((round_dir / "manifest.json").read_text())
     resumed = man["metrics"]["resumed_from_iteration"]
@@ -91,16 +99,14 @@ def test_killed_round_resumes_from_its_checkpoint(prepared, orchestration):
     assert not (round_dir / ".work").exists()  # the work folder is gone once the round is done
 
 
-def test_resumed_round_matches_an_uninterrupted_run(prepared):
+def test_resumed_round_matches_an_uninterrupted_run(resumed):
     import torch
 
     from flows.config import compose
     from zero1toa import nodes
     from zero1toa.avatar.checkpoint import load_avatar
 
-    root = prepared
-    if not (root / "killed" / "spatial" / "round_1" / "manifest.json").exists():
-        pytest.skip("needs the resumed round of the previous test")
+    root, _ = resumed
     cfg = compose(_overrides(root, "reference"))
     ref_man = nodes.node_round(root / "reference", cfg, "spatial_1")
     killed_man = json.loads((root / "killed" / "spatial" / "round_1" / "manifest.json").read_text())
