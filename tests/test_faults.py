@@ -36,12 +36,12 @@ OVERRIDES = SMOKE + [
 ]
 
 DRIVER = """
-import sys
+import os, sys
 from zero1toa.env import apply_defaults
 apply_defaults()
 from flows.config import compose
 from zero1toa.nodes import run_all
-run_all(sys.argv[1], compose(sys.argv[2:]))
+run_all(sys.argv[1], compose(sys.argv[2:]), until=os.environ.get("ZERO1TOA_UNTIL") or None)
 """
 
 SUMMARY: dict[str, dict] = {}
@@ -152,6 +152,50 @@ def test_changed_settings_discard_a_killed_rounds_work(baseline, caplog):
         assert key in text, f"{key} not named in: {text[-2000:]}"
     assert manifests["spatial_1"]["metrics"]["resumed_from_iteration"] == 0
     _record("stale resume (settings changed)", True, restarted=True)
+
+
+#: The default preset's schedule, scaled down (resolution, clips, iterations), two spatial rounds.
+DEFAULT_REDUCED = [
+    "preset=default",
+    "run.progress=false",
+    "preprocess.resolution=256",
+    "generator.resolution=64",
+    "avatar.init.num_gaussians=2000",
+    "train.densify.max_gaussians=4000",
+    "stages.spatial.rounds=2",
+    "stages.temporal.rounds=0",
+    "stages.spatial.clips_per_round=2",
+    "stages.spatial.frames_per_clip=4",
+    "stages.spatial_iterations=40",
+    "symgen.refresh_every=10",
+    "train.checkpoint_every=10",
+]
+
+
+def test_default_schedule_killed_in_its_second_round_resumes(baseline, caplog):
+    """Once, no run killed after its first round could ever resume; on the default preset's
+    schedule (scaled down) a SIGKILL in spatial_2's training resumes from its checkpoint and
+    ends with the uninterrupted run's dataset and avatar."""
+    from flows.config import compose
+    from zero1toa.nodes import run_all
+
+    root = baseline["root"]
+
+    def cfg(name):
+        return compose(DEFAULT_REDUCED + [f"run.root={root}", f"run.name={name}"])
+
+    reference = run_all(baseline["image"], cfg("default_ref"), until="spatial_2")
+    args = [sys.executable, "-c", DRIVER, str(baseline["image"]), *DEFAULT_REDUCED, f"run.root={root}", "run.name=default_killed"]
+    proc = subprocess.run(args, env=_env(ZERO1TOA_FAULT="kill:round:step@65", ZERO1TOA_UNTIL="spatial_2"), capture_output=True, text=True, timeout=600, cwd=PROJECT)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]  # spatial_2, iteration 25
+    assert (root / "default_killed" / "spatial" / "round_2" / ".work" / "checkpoint.pt").exists()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="zero1toa"):
+        resumed = run_all(baseline["image"], cfg("default_killed"), until="spatial_2")
+    assert resumed["spatial_2"]["metrics"]["resumed_from_iteration"] == 20
+    assert "spatial_1: up to date" in caplog.text
+    assert _digests(resumed) == _digests(reference)
+    _record("default schedule, killed in spatial_2", True, resumed_from=20)
 
 
 # ----------------------------------------------------------------------------- concurrency

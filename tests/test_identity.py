@@ -212,3 +212,45 @@ def test_batch_resolves_paths_before_they_reach_workers(tmp_path, monkeypatch):
     assert cfg["run"]["root"] == str(tmp_path / "relative_runs")
     assert cfg["train"]["loss"]["lpips_weights"] == str(tmp_path / "w.safetensors")
     assert cfg["stages"]["temporal"]["sequences"] == [str(tmp_path / "seq.csv")]
+
+
+def test_a_stale_params_identity_stops_a_dvc_stage_with_the_fix(tmp_path):
+    import yaml
+
+    from flows.commands.node import check_params_identity
+    from flows.commands.params import compose_params
+    from flows.config import compose
+    from zero1toa.config import ConfigError
+
+    data = compose_params(["preset=smoke"])
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data))
+    cfg = compose(["preset=smoke"])
+    check_params_identity(path, cfg, "round")  # composed here and now: accepted
+    data["identity"]["round"]["libraries"]["torch"] = "0.0.1"
+    path.write_text(yaml.safe_dump(data))
+    check_params_identity(path, cfg, "preprocess")  # another node's entry: not its business
+    with pytest.raises(ConfigError, match=r"libraries.torch changed.*zero1toa params"):
+        check_params_identity(path, cfg, "round")
+
+
+def test_commands_on_an_existing_run_keep_its_settings(tmp_path):
+    from flows.config import compose
+    from flows.runconfig import config_for_run, merge_overrides, save_run_config
+
+    assert merge_overrides(["preset=smoke", "evaluate.resolution=64", "+x.y=1"], ["evaluate.resolution=96", "x.y=2"]) == ["preset=smoke", "evaluate.resolution=96", "x.y=2"]
+    run = tmp_path / "smoke_run"
+    saved = ["preset=smoke", "evaluate.video_frames=5"]
+    save_run_config(run, compose(saved), saved)
+    cfg, source = config_for_run(run, ["evaluate.resolution=96"])
+    assert cfg.evaluate.video_frames == 5 and cfg.evaluate.resolution == 96
+    assert cfg.evaluate.fps_repeats == compose(["preset=smoke"]).evaluate.fps_repeats != compose([]).evaluate.fps_repeats
+    assert "preset=smoke" in source
+    # a run composed from params.yaml (DVC) records no overrides: dotted overrides apply to its config
+    dvc_run = tmp_path / "dvc_run"
+    save_run_config(dvc_run, compose(saved), None)
+    cfg2, _ = config_for_run(dvc_run, ["evaluate.resolution=80"])
+    assert cfg2.evaluate.video_frames == 5 and cfg2.evaluate.resolution == 80
+    # no record: the defaults, and the line says so
+    _, none_source = config_for_run(tmp_path / "bare", [])
+    assert "defaults" in none_source

@@ -406,12 +406,12 @@ def verify_node(run_dir: Path, cfg: Config, node: str, identity) -> str | None:
     return None
 
 
-def run_all(image: Path, cfg: Config, refresh: bool = False, wait: bool = False) -> dict:
+def run_all(image: Path, cfg: Config, refresh: bool = False, wait: bool = False, until: str | None = None) -> dict:
     """Every node in order without an orchestrator (what a notebook calls); returns the manifests.
 
     A node whose recorded identity equals its identity now and whose artifacts are intact is
-    reused; any other is run (a killed round resumes from its ``.work`` folder). The run folder
-    is locked for the duration (:func:`zero1toa.runlock.run_lock`).
+    reused; any other is run (a killed round resumes from its ``.work`` folder). ``until`` stops
+    after that node. The run folder is locked for the duration (:func:`zero1toa.runlock.run_lock`).
     """
     from .dag import dag_nodes, output_digest, upstream_nodes
     from .identity import node_identity
@@ -437,4 +437,6 @@ def run_all(image: Path, cfg: Config, refresh: bool = False, wait: bool = False)
                 man = execute_node(node, run_dir, cfg, ident, Path(image))
             digests[node] = output_digest(man)
             out[node] = man
+            if node == until:
+                break
     return out

@@ -322,6 +322,10 @@ def cpp_kernel_available(verbose: bool = False) -> bool:
                     if library.is_file():
                         torch.ops.load_library(str(library))
                     else:
+                        # torch's own build baton: a build killed mid-way leaves it behind and
+                        # every later build would wait on it forever; our flock already makes
+                        # this process the only builder
+                        (build_dir / "lock").unlink(missing_ok=True)
                         load(
                             name=name,
                             sources=[str(_CSRC_DIR / f) for f in _SOURCES],
