@@ -113,9 +113,12 @@ def render_stages() -> dict[str, Any]:
                 f"{RUN}/evaluate/contact_sheet.png",
                 f"{RUN}/evaluate/plots",
                 f"{RUN}/evaluate/manifest.json",
-                {f"{RUN}/evaluate/metrics.json": {"cache": False}},
+                # cached like every other output: DVC's run cache then restores the numbers with
+                # the evaluation they belong to (uncached, a restored evaluation kept the metrics
+                # of whatever ran last in the workspace)
+                f"{RUN}/evaluate/metrics.json",
             ],
-            {"metrics": [{f"{RUN}/evaluate/summary.json": {"cache": False}}]},
+            {"metrics": [f"{RUN}/evaluate/summary.json"]},
         ),
         "export": _stage(
             "zero1toa node export",

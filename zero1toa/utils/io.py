@@ -46,13 +46,17 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_tree(root: Path, exclude: tuple[str, ...] = ()) -> str:
-    """Digest of a folder: relative paths and file digests, in sorted order."""
+def sha256_tree(root: Path, exclude: tuple[str, ...] = (), exclude_names: tuple[str, ...] = ()) -> str:
+    """Digest of a folder: relative paths and file digests, in sorted order.
+
+    ``exclude``: paths relative to ``root`` (files or folders); ``exclude_names``: file names
+    left out wherever they are.
+    """
     root = Path(root)
     h = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root).as_posix()
-        if any(rel == e or rel.startswith(e.rstrip("/") + "/") for e in exclude):
+        if path.name in exclude_names or any(rel == e or rel.startswith(e.rstrip("/") + "/") for e in exclude):
             continue
         h.update(rel.encode())
         h.update(b"\0")

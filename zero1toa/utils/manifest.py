@@ -20,9 +20,15 @@ from .io import read_json, sha256_file, sha256_tree, write_json_atomic
 MANIFEST_NAME = "manifest.json"
 
 
+#: Files that tools put beside artifacts and that are no part of them: DVC writes a .gitignore
+#: into every folder holding one of its outputs.
+NOT_ARTIFACTS = (".gitignore",)
+
+
 def digest_path(path: Path) -> str:
+    """Content digest of an artifact: a file's, or a folder's (its manifest and tool files left out)."""
     path = Path(path)
-    return sha256_tree(path, exclude=(MANIFEST_NAME,)) if path.is_dir() else sha256_file(path)
+    return sha256_tree(path, exclude=(MANIFEST_NAME,), exclude_names=NOT_ARTIFACTS) if path.is_dir() else sha256_file(path)
 
 
 @dataclass
