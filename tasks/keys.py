@@ -21,7 +21,6 @@ from typing import Any
 
 from zero1toa.config import Config
 from zero1toa.dag import (  # noqa: F401  (the DAG's shape, re-exported for the orchestrators)
-    NODE_FOLDERS,
     artifact_paths,
     dag_nodes,
     key_params,
@@ -125,21 +124,6 @@ def artifacts_valid(result: dict, verify_content: bool | None = None) -> bool:
     return all(digest_path(run_dir / rel) == digests.get(rel) for rel in paths)
 
 
-__all__ = [
-    "identity",
-    "dag_nodes",
-    "node_kind",
-    "node_folder",
-    "upstream_nodes",
-    "key_params",
-    "node_seed",
-    "node_code_version",
-    "node_key",
-    "output_digest",
-    "image_digest",
-    "upstream_from_disk",
-    "artifact_paths",
-    "fingerprint",
-    "artifact_record",
-    "artifacts_valid",
-]
+#: What this module adds; the DAG's shape (node_kind, upstream_nodes, key_params, artifact_paths,
+#: ...) is re-exported from zero1toa.dag above and stays reachable as keys.<name>.
+__all__ = ["identity", "node_code_version", "node_key", "image_digest", "fingerprint", "artifact_record", "artifacts_valid"]

@@ -235,7 +235,6 @@ def test_exp_run_with_generator_and_round_count(repo):
     [
         ("evaluate.fps_repeats=1", {"evaluate"}),
         ("stages.temporal.clips_per_round=3", {"temporal_1"}),
-        ("head.fit_iterations=50", {"fit_head"}),
         ("train.loss.l1=0.9", {"spatial_1", "temporal_1"}),
     ],
 )

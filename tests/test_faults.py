@@ -58,8 +58,12 @@ def _digests(manifests: dict) -> dict:
 
 
 def _env(**extra: str) -> dict:
+    """This process's environment for the subprocess runs, with the same torch thread count."""
+    import torch
+
     env = dict(os.environ)
     env.pop("ZERO1TOA_FAULT", None)
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
     env["PYTHONPATH"] = f"{PROJECT}{os.pathsep}{env.get('PYTHONPATH', '')}"
     env.update(extra)
     return env

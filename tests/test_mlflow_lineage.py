@@ -128,11 +128,18 @@ def test_compare_shows_what_differs(smoke_run):
     from flows.config import compose
     from flows.flow import run_portrait
 
-    b = run_portrait("sample", compose(smoke_run.overrides + ["evaluate.fps_warmup=0"]))
+    # a setting that changes the evaluation's files (the videos' frame rate) shows as a changed node
+    b = run_portrait("sample", compose(smoke_run.overrides + ["evaluate.video_fps=12"]))
     a = smoke_run.first["parent_run_id"]
     out = json.loads(_cli("compare", run_a=a, run_b=b["parent_run_id"], root=None, all=False, json=True))
-    assert [r["key"] for r in out["params"]] == ["evaluate.fps_warmup"]
+    assert [r["key"] for r in out["params"]] == ["evaluate.video_fps"]
     assert [r["key"] for r in out["nodes"]] == ["evaluate"]
+    # one that only changes how speed is measured re-runs the evaluation, with identical results:
+    # no node differs (the measured render speed is no part of the output digest)
+    c = run_portrait("sample", compose(smoke_run.overrides + ["evaluate.fps_warmup=0"]))
+    out = json.loads(_cli("compare", run_a=a, run_b=c["parent_run_id"], root=None, all=False, json=True))
+    assert [r["key"] for r in out["params"]] == ["evaluate.fps_warmup"]
+    assert out["nodes"] == []
     same = json.loads(_cli("compare", run_a=a, run_b=a, root=None, all=False, json=True))
     assert same["params"] == [] and same["nodes"] == [] and same["metrics"] == []
     run_portrait("sample", compose(smoke_run.overrides))  # restore the shared run folder

@@ -68,11 +68,13 @@ def mse(a: Tensor, b: Tensor, mask: Tensor | None = None) -> float:
     a, b = _batched(a), _batched(b)
     if a.shape != b.shape:
         raise ValueError(f"images differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
-    err = (a - b) ** 2
+    # reductions in float64: a float32 sum's rounding depends on how many threads split it, and
+    # a metric must not change with the machine's thread count
+    err = ((a - b) ** 2).double()
     m = _mask_batched(mask, a)
     if m is None:
         return float(err.mean())
-    w = m.expand_as(err)
+    w = m.double().expand_as(err)
     total = float(w.sum())
     if total <= 0:
         raise ValueError("the mask selects no pixels")
@@ -92,11 +94,11 @@ def ssim(a: Tensor, b: Tensor, mask: Tensor | None = None, window_size: int = 11
     a, b = _batched(a), _batched(b)
     if a.shape != b.shape:
         raise ValueError(f"images differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
-    smap = ssim_map(a, b, window_size, max_val=max_val)  # [B, C, H, W]
+    smap = ssim_map(a, b, window_size, max_val=max_val).double()  # [B, C, H, W]; float64 reductions (see mse)
     m = _mask_batched(mask, a)
     if m is None:
         return float(smap.mean())
-    w = m.expand_as(smap)
+    w = m.double().expand_as(smap)
     total = float(w.sum())
     if total <= 0:
         raise ValueError("the mask selects no pixels")
@@ -159,7 +161,7 @@ def detection_rate(images: Sequence[np.ndarray], runner=None, min_face_px: float
 def _video(frames: Tensor) -> Tensor:
     if frames.dim() != 4 or frames.shape[0] < 2:
         raise ValueError(f"expected at least 2 frames [F, C, H, W], got shape {tuple(frames.shape)}")
-    return frames.float()
+    return frames.double()  # float64 reductions: the same value for any thread count
 
 
 def frame_changes(frames: Tensor, mask: Tensor | None = None) -> Tensor:

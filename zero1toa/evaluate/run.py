@@ -391,6 +391,18 @@ def _without_timings(obj):
     return obj
 
 
+def rounded(obj, digits: int = 10):
+    """Floats to ``digits`` significant digits: the last bits of a float64 reduction are noise,
+    and written they would make identical evaluations differ."""
+    if isinstance(obj, float):
+        return float(f"{obj:.{digits}g}") if math.isfinite(obj) else obj
+    if isinstance(obj, dict):
+        return {k: rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [rounded(v, digits) for v in obj]
+    return obj
+
+
 def output_digest_of(path: Path) -> str:
     """A file's digest for the manifest's ``outputs``: JSON files without measured timings.
 
@@ -503,8 +515,8 @@ def evaluate_run(run_dir: Path, avatar_folder: str, cfg: EvaluateConfig, seed: i
                 sheet.set(key, None, "not computed")
         sheet.details["avatar"] = {"folder": str(avatar_dir.relative_to(run_dir)) if avatar_dir.is_relative_to(run_dir) else str(avatar_dir), "head": info.get("head"), "sh_degree": gaussians.sh_degree}
         sheet.details["device"] = str(device)
-        write_json_atomic(out / "metrics.json", sheet.to_dict())
-        write_json_atomic(out / "summary.json", dict(sheet.values))  # numbers only: a clean `dvc exp show` target
+        write_json_atomic(out / "metrics.json", rounded(sheet.to_dict()))
+        write_json_atomic(out / "summary.json", rounded(dict(sheet.values)))  # numbers only: a clean `dvc exp show` target
 
         outputs = {p.relative_to(out).as_posix(): output_digest_of(p) for p in sorted(out.rglob("*")) if p.is_file()}
         inputs = {"avatar": digest_path(avatar_dir), "preprocess": digest_path(run_dir / "preprocess"), "head": digest_path(run_dir / "head")}
