@@ -140,6 +140,42 @@ def test_repro_runs_every_stage_then_is_a_noop(repo):
     assert "Data and pipelines are up to date" in repo.run("dvc", "status").stdout
 
 
+@pytest.mark.parametrize(
+    "override, stale",
+    [
+        ("evaluate.fps_repeats=1", {"evaluate"}),
+        ("stages.temporal.clips_per_round=3", {"temporal_1"}),
+        ("train.loss.l1=0.9", {"spatial_1", "temporal_1"}),
+    ],
+)
+def test_dvc_and_the_node_identities_agree_on_what_is_stale(repo, override, stale):
+    """Change one setting: `dvc status` and the identity check name the same stale nodes."""
+    from flows.config import compose
+    from zero1toa.dag import dag_nodes
+    from zero1toa.identity import identity_from_disk
+    from zero1toa.nodes import verify_node
+    from zero1toa.utils.io import sha256_file
+
+    def stale_sets(overrides):
+        repo.run("zero1toa", "params", *overrides)
+        status = json.loads(repo.run("dvc", "status", "--json").stdout or "{}")
+        cfg = compose(overrides + [f"run.root={repo.path / 'runs'}"])
+        run_dir = repo.path / "runs" / "sample"
+        image = sha256_file(repo.path / "inputs" / "portrait.png")
+        ours = {n for n in dag_nodes(cfg) if verify_node(run_dir, cfg, n, identity_from_disk(cfg, n, run_dir, image)) is not None}
+        return {name.split("@", 1)[-1] for name in status}, ours
+
+    # the smoke settings, up to date (right after the fixture's repro; a no-op then)
+    repo.run("zero1toa", "params", *SMOKE)
+    repo.run("dvc", "repro")
+    assert stale_sets(SMOKE) == (set(), set())
+    try:
+        dvc_stale, ours = stale_sets(SMOKE + [override])
+        assert dvc_stale == ours == stale, (dvc_stale, ours)
+    finally:
+        repo.run("zero1toa", "params", *SMOKE)
+
+
 def test_dvc_stages_record_one_mlflow_parent_and_identical_lineage(repo):
     from flows.lineage import lineage_from_folder
     from flows.tracking import runs_frame
@@ -228,39 +264,3 @@ def test_exp_run_with_generator_and_round_count(repo):
     assert "Running stage 'preprocess'" not in r.stdout  # the portrait's preprocessing is reused
     shown = json.dumps(json.loads(repo.run("dvc", "exp", "show", "--json").stdout))
     assert "tiny-3" in shown  # (the fps-one experiment belongs to another test, which may be deselected)
-
-
-@pytest.mark.parametrize(
-    "override, stale",
-    [
-        ("evaluate.fps_repeats=1", {"evaluate"}),
-        ("stages.temporal.clips_per_round=3", {"temporal_1"}),
-        ("train.loss.l1=0.9", {"spatial_1", "temporal_1"}),
-    ],
-)
-def test_dvc_and_the_node_identities_agree_on_what_is_stale(repo, override, stale):
-    """Change one setting: `dvc status` and the identity check name the same stale nodes."""
-    from flows.config import compose
-    from zero1toa.dag import dag_nodes
-    from zero1toa.identity import identity_from_disk
-    from zero1toa.nodes import verify_node
-    from zero1toa.utils.io import sha256_file
-
-    def stale_sets(overrides):
-        repo.run("zero1toa", "params", *overrides)
-        status = json.loads(repo.run("dvc", "status", "--json").stdout or "{}")
-        cfg = compose(overrides + [f"run.root={repo.path / 'runs'}"])
-        run_dir = repo.path / "runs" / "sample"
-        image = sha256_file(repo.path / "inputs" / "portrait.png")
-        ours = {n for n in dag_nodes(cfg) if verify_node(run_dir, cfg, n, identity_from_disk(cfg, n, run_dir, image)) is not None}
-        return {name.split("@", 1)[-1] for name in status}, ours
-
-    # back to the smoke settings, up to date (earlier tests' experiments leave their results in the workspace)
-    repo.run("zero1toa", "params", *SMOKE)
-    repo.run("dvc", "repro")
-    assert stale_sets(SMOKE) == (set(), set())
-    try:
-        dvc_stale, ours = stale_sets(SMOKE + [override])
-        assert dvc_stale == ours == stale, (dvc_stale, ours)
-    finally:
-        repo.run("zero1toa", "params", *SMOKE)

@@ -531,7 +531,7 @@ def evaluate_run(run_dir: Path, avatar_folder: str, cfg: EvaluateConfig, seed: i
             code_version=code_digest("evaluate"),
             seed=seed,
             timings=timings,
-            metrics={k: v for k, v in sheet.values.items()},
+            metrics=rounded(dict(sheet.values)),  # the numbers metrics.json holds
             extra={"reasons": dict(sheet.reasons), "avatar_folder": str(avatar_folder), "licence": head.licence},
         )
         manifest.write(out)
