@@ -413,7 +413,7 @@ def run_all(image: Path, cfg: Config, refresh: bool = False, wait: bool = False,
     reused; any other is run (a killed round resumes from its ``.work`` folder). ``until`` stops
     after that node. The run folder is locked for the duration (:func:`zero1toa.runlock.run_lock`).
     """
-    from .dag import dag_nodes, output_digest, upstream_nodes
+    from .dag import dag_nodes, node_folder, output_digest, upstream_nodes
     from .identity import node_identity
     from .runlock import run_lock
     from .utils.io import sha256_file
@@ -428,8 +428,6 @@ def run_all(image: Path, cfg: Config, refresh: bool = False, wait: bool = False,
             ident = node_identity(cfg, node, run_dir, upstream, image_digest)
             why = "refresh" if refresh else verify_node(run_dir, cfg, node, ident)
             if why is None:
-                from .dag import node_folder
-
                 man = read_manifest(run_dir / node_folder(cfg, node))
                 log.info("%s: up to date", node)
             else:
