@@ -30,6 +30,7 @@ def load_reference(run_dir: Path):
         expression=fitted.expression,
         jaw=fitted.jaw,
         target=orbit_target(fitted.head),
+        completion=fitted.completion,
     )
     return fitted.head, ref
 

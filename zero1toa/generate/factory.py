@@ -50,7 +50,8 @@ def build_generator(cfg, head, reference, seed: int = 0) -> VideoGenerator:
             reference.mask,
             reference_expression=reference.expression,
             face_labels=labels,
-            config=ReprojectionConfig(resolution=cfg.resolution, supersample=cfg.supersample),
+            config=ReprojectionConfig(resolution=cfg.resolution, supersample=cfg.supersample, completion_weight=cfg.completion_weight),
+            completion=getattr(reference, "completion", None),
         )
     if cfg.kind == "simulated":  # the ground-truth benchmark's instrument (never a model)
         from ..bench.simulated import build_simulated

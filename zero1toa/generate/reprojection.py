@@ -33,6 +33,8 @@ from torch import Tensor
 from ..head.base import HeadModel, HeadPose
 from ..render.camera import Cameras, project_points
 from ..render.mesh_raster import interpolate, rasterize_mesh, vertex_normals
+from ..texture.atlas import atlas_face_mask, lookup
+from ..texture.completion import TextureAtlas
 from .base import GenerationRequest, GenerationResult, GeneratorInfo, VideoGenerator
 
 
@@ -49,6 +51,18 @@ class ReprojectionConfig:
     foreshortening_ratio: tuple[float, float] = (0.25, 0.6)
     stretch_power: float = 1.0  # confidence *= (area_ref / area_now) ** power where stretched
     seam_blur_px: int = 3  # box blur of the confidence map, in output pixels
+    # Where the photo is blind, how much comes from the head's completed texture atlas (1) rather
+    # than the avatar's current render (0, the co-evolution of SymGEN's refreshes alone).
+    completion_weight: float = 1.0
+
+
+#: Colours of rig parts a photo rarely shows (linear RGB in [0, 1]).
+BUILT_IN_APPEARANCE: dict[str, tuple[float, float, float]] = {
+    "mouth": (0.16, 0.05, 0.06),  # the cavity's walls, in shadow
+    "tongue": (0.55, 0.26, 0.27),
+    "teeth_upper": (0.86, 0.83, 0.76),
+    "teeth_lower": (0.80, 0.77, 0.70),  # lower teeth sit in the upper teeth's shadow
+}
 
 
 def _smoothstep(e0: float, e1: float, x: Tensor) -> Tensor:
@@ -74,9 +88,11 @@ class ReprojectionGenerator(VideoGenerator):
         reference_pose: HeadPose | None = None,
         face_labels: Tensor | None = None,  # [F] part id per triangle, for the no-init fill
         config: ReprojectionConfig | None = None,
+        completion: TextureAtlas | None = None,  # the head's completed texture (fit_head)
     ) -> None:
         self.cfg = config or ReprojectionConfig()
         self.head = head
+        self.completion = completion
         self.reference = reference.float()
         S = reference.shape[-1]
         self.ref_camera = reference_camera
@@ -108,6 +124,10 @@ class ReprojectionGenerator(VideoGenerator):
             self._ref_attr = torch.cat([uv[0], depth[0][:, None], cos[:, None]], -1)  # [V, 4]
             self._area_ref = _triangle_areas(v_ref, head.faces)  # [F]
             self._part_colour = self._part_colours(frags.face_ids[0], face_labels)
+            self._lid_faces, self._lid_colour = self._eyelids(frags.face_ids[0], face_labels)
+            # Triangles whose blind pixels come from the atlas (the rest: eyes, mouth interior).
+            self._atlas_faces = atlas_face_mask(head) if completion is not None else None
+            self._atlas_rgb = completion.rgb_tensor() if completion is not None else None
 
     def _part_colours(self, face_ids: Tensor, face_labels: Tensor | None) -> Tensor:
         """Mean visible photo colour per part -> per-triangle fill colour [F, 3]."""
@@ -120,11 +140,56 @@ class ReprojectionGenerator(VideoGenerator):
         if face_labels is None:
             return fill
         labels_img = torch.where(face_ids >= 0, face_labels[face_ids.clamp_min(0)], torch.full_like(face_ids, -1))
+        from ..head.facemesh_rig import PART_NAMES
+
         for part in face_labels.unique():
             sel = seen & (labels_img == part)
             if sel.sum() > 20:
                 fill[face_labels == part] = img[sel].mean(0)
+        # The mouth interior: a dark cavity and tongue always; teeth from the photo where it shows
+        # them (an open mouth), else a neutral ivory.
+        for name, rgb in BUILT_IN_APPEARANCE.items():
+            if name not in PART_NAMES:
+                continue
+            part = PART_NAMES.index(name)
+            if name.startswith("teeth") and int((seen & (labels_img == part)).sum()) > 20:
+                continue
+            fill[face_labels == part] = torch.tensor(rgb)
         return fill
+
+    def _eyelids(self, face_ids: Tensor, face_labels: Tensor | None) -> tuple[Tensor, Tensor]:
+        """([F] bool, [F, 3]): the triangles a blink stretches over the eye, and their skin colour.
+
+        A closing lid stretches the photo's lid margin (lashes, the top of the iris) over the
+        eye. Those triangles get a stronger stretch penalty and, where the photo's texture thins
+        out, the lid's own skin colour: the median photo colour of the lid (robust to the lashes).
+        Found from the rig's blink blendshapes, so no topology is assumed.
+        """
+        nF = self.head.faces.shape[0]
+        lids = torch.zeros(nF, dtype=torch.bool)
+        colour = torch.zeros(nF, 3)
+        names = list(getattr(self.head, "expression_names", []) or [])
+        shapes = getattr(self.head, "blendshapes", None)
+        if shapes is None or not names:
+            return lids, colour
+        from ..head.facemesh_rig import PART_NAMES
+
+        img = self.reference.permute(1, 2, 0)  # [S, S, 3]
+        for name in ("blink_left", "blink_right"):
+            if name not in names:
+                continue
+            move = shapes[names.index(name)].norm(dim=-1)[self.head.faces].mean(1)  # [F] metres
+            if float(move.max()) <= 0:
+                continue
+            sel = move > 0.3 * move.max()
+            if face_labels is not None and "face" in PART_NAMES:
+                sel &= face_labels == PART_NAMES.index("face")
+            seen = (face_ids >= 0) & sel[face_ids.clamp_min(0)] & (self.ref_mask > 0.5)
+            if int(seen.sum()) < 10:
+                continue
+            lids |= sel
+            colour[sel] = img[seen].median(0).values
+        return lids, colour
 
     # ------------------------------------------------------------------ generation
     def _generate_window(self, request: GenerationRequest) -> GenerationResult:
@@ -143,8 +208,10 @@ class ReprojectionGenerator(VideoGenerator):
             normals = vertex_normals(verts, self.head.faces)  # [F, V, 3]
             to_cam = cams.centers()[:, None, :] - verts
             cos_tgt = (normals * to_cam / to_cam.norm(dim=-1, keepdim=True)).sum(-1, keepdim=True)  # [F, V, 1]
-            attrs = torch.cat([self._ref_attr[None].expand(Fn, -1, -1), cos_tgt], -1)
-            u, v, d, cos, cos_t = interpolate(frags, self.head.faces, attrs).unbind(-1)
+            attrs = torch.cat([self._ref_attr[None].expand(Fn, -1, -1), cos_tgt, self._v_ref[None].expand(Fn, -1, -1)], -1)
+            pix = interpolate(frags, self.head.faces, attrs)  # [F, H, W, 8]
+            u, v, d, cos, cos_t = pix[..., :5].unbind(-1)
+            p_ref = pix[..., 5:]  # [F, H, W, 3] the pixel's surface point in the photo's pose
             S = self.reference.shape[-1]
             grid = torch.stack([u / S * 2 - 1, v / S * 2 - 1], -1)  # align_corners=False convention
             tex = F.grid_sample(self.reference[None].expand(Fn, -1, -1, -1), grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -161,6 +228,8 @@ class ReprojectionGenerator(VideoGenerator):
             # |cos|: only surfaces that pass the visibility test get here, whatever their winding.
             density = cos.abs() / cos_t.abs().clamp_min(0.05)
             conf = visible.float() * _smoothstep(*cfg.foreshortening_ratio, density) * stretch
+            lid = self._lid_faces[fid] & frags.mask  # a closing eyelid: its margin thins out faster
+            conf = torch.where(lid, conf * stretch, conf)
             conf = torch.where(frags.mask, conf, torch.zeros_like(conf))
             # Silhouette carving: a surface point the photo saw *outside* the person's mask is not
             # part of the person (the rig is built slightly larger than the mask on purpose), so
@@ -169,6 +238,13 @@ class ReprojectionGenerator(VideoGenerator):
             coverage = frags.mask.float() * keep
 
             fill_part = self._part_colour[fid]  # [F, H, W, 3]
+            from_atlas = torch.zeros_like(frags.mask)
+            if self._atlas_rgb is not None:
+                # Blind pixels of skin, hair, neck and clothes: the completed atlas at the pixel's
+                # surface point, the same texel in every view and frame.
+                from_atlas = self._atlas_faces[fid] & frags.mask
+                fill_part = torch.where(from_atlas[..., None], lookup(self._atlas_rgb, self.completion.layout, p_ref), fill_part)
+            fill_part = torch.where(lid[..., None], self._lid_colour[fid], fill_part)
             fill_part = fill_part.permute(0, 3, 1, 2)
             tex = torch.where(frags.mask[:, None], tex, torch.full_like(tex, cfg.background))
 
@@ -180,6 +256,7 @@ class ReprojectionGenerator(VideoGenerator):
             coverage = down(coverage_full)
             tex = down(tex * coverage_full)  # premultiplied by coverage
             fill_part = down(fill_part * coverage_full)
+            atlas_share = down(from_atlas[:, None].float() * coverage_full)  # coverage that the atlas fills
             if cfg.seam_blur_px > 1:
                 k = cfg.seam_blur_px
                 conf = F.avg_pool2d(F.pad(conf, (k // 2, (k - 1) // 2, k // 2, (k - 1) // 2), mode="replicate"), k, stride=1)
@@ -188,8 +265,14 @@ class ReprojectionGenerator(VideoGenerator):
             bg = cfg.background
             if request.init_frames is not None:
                 init = request.init_frames.float()
-                # seen: photo; unseen but covered: the avatar's render; outside the head: background
-                head_rgb = conf * tex_un + (coverage - conf) * init
+                # seen: photo; unseen but covered: the completed atlas (where it applies) mixed
+                # with the avatar's render by completion_weight; outside the head: background
+                blind = init
+                if self._atlas_rgb is not None and cfg.completion_weight > 0:
+                    fill_un = fill_part / coverage.clamp_min(1e-6)
+                    a = cfg.completion_weight * atlas_share / coverage.clamp_min(1e-6)
+                    blind = init + a * (fill_un - init)
+                head_rgb = conf * tex_un + (coverage - conf) * blind
                 generated = head_rgb + (1 - coverage) * bg
                 out = init + request.strength * (generated - init)
             else:

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from ..head.facemesh_rig import RigConfig, build_facemesh_rig
+from ..texture.completion import CompletionConfig, TextureAtlas, complete_head_texture
 from ..render.camera import Cameras, project_points
 from ..utils.io import atomic_dir, read_json, write_json_atomic
 from ..identity import code_digest
@@ -32,6 +33,7 @@ class HeadFitConfig:
     flame_model: str | None = None  # path to the user's FLAME pickle (kind=flame)
     flame_embedding: str | None = None  # path to FLAME's mediapipe_landmark_embedding.npz
     rig: RigConfig = field(default_factory=RigConfig)
+    completion: CompletionConfig = field(default_factory=CompletionConfig)  # the head's texture atlas
     fit_iterations: int = 100
     fit_shape: bool = True  # FLAME only
     fit_expression: bool = True  # FLAME only
@@ -46,6 +48,7 @@ class FittedHead:
     expression: torch.Tensor  # [E] expression of the photo
     jaw: torch.Tensor  # [3]
     info: dict
+    completion: TextureAtlas | None = None  # the completed head texture (built-in rig only)
 
 
 def _build_head(pre: PreprocessOutputs, cfg: HeadFitConfig):
@@ -111,9 +114,18 @@ def fit_head(preprocess_dir: Path, out_dir: Path, config: HeadFitConfig | None =
         "jaw": fit.pose.jaw[0].tolist(),
         "rig_diagnostics": diagnostics,
     }
+    atlas = None
+    if cfg.completion.enabled and cfg.kind == "facemesh":
+        with timer("completion"):
+            photo = torch.from_numpy(pre.reference.copy()).permute(2, 0, 1).float() / 255.0
+            atlas = complete_head_texture(head, photo, fit.cameras, torch.from_numpy(pre.mask.copy()).float(), fit.expression, cfg.completion)
+        fit_info["completion"] = atlas.info
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         head.save(tmp / "model")
+        if atlas is not None:
+            atlas.save(tmp / "completion")
+            Image.fromarray(atlas.preview()).save(tmp / "completion_preview.png")
         write_json_atomic(tmp / "camera.json", fit.cameras.to_dict())
         write_json_atomic(tmp / "fit.json", fit_info)
         preview = render_fit_preview(pre, head, fit.cameras, fit.expression, fit.pose)
@@ -122,7 +134,7 @@ def fit_head(preprocess_dir: Path, out_dir: Path, config: HeadFitConfig | None =
             node="fit_head",
             params=_jsonable(asdict(cfg)),
             inputs={"preprocess": digest_path(Path(preprocess_dir))},
-            outputs={name: digest_path(tmp / name) for name in ("model", "camera.json", "fit.json")},
+            outputs={name: digest_path(tmp / name) for name in ("model", "camera.json", "fit.json", "completion") if (tmp / name).exists()},
             code_version=code_digest("fit_head"),
             seed=cfg.seed,
             timings=timer.timings,
@@ -148,6 +160,7 @@ def load_fitted_head(folder: Path) -> FittedHead:
         expression=torch.tensor(fit["expression"], dtype=torch.float32),
         jaw=torch.tensor(fit["jaw"], dtype=torch.float32),
         info=fit,
+        completion=TextureAtlas.load(folder / "completion") if (folder / "completion" / "atlas.json").exists() else None,
     )
 
 

@@ -95,6 +95,7 @@ class Reference:
     expression: Tensor  # [E]
     jaw: Tensor  # [3]
     target: Tensor  # [3] orbit centre
+    completion: object | None = None  # texture.completion.TextureAtlas: the head's completed texture
 
 
 @dataclass
