@@ -152,3 +152,29 @@ def test_separable_ssim_matches_kornia():
     x = torch.rand(2, 3, 40, 56, generator=g)
     y = (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(0, 1)
     assert abs(ssim(x, y).item() - kornia.metrics.ssim(x, y, 11).mean().item()) < 1e-5
+
+
+def test_training_views_render_exactly_the_pixels_of_their_target(gaussians, rig_and_camera):
+    """train.view_px: a window's camera renders that window of the full frame; the downsampled
+    whole frame matches its target's size (so the loss compares the same pixels)."""
+    from zero1toa.train.samples import SampleTensors
+    from zero1toa.train.trainer import training_view
+
+    head, camera = rig_and_camera
+    R, v = 96, 48
+    cam = camera.resized(R, R)
+    pose = HeadPose.neutral(1)
+    expr = torch.zeros(1, head.expression_dim)
+    full = render_avatar(gaussians, head, cam, expr, pose, 1.0).rgb.detach()  # [1, 3, R, R]
+    mask = torch.zeros(1, 1, R, R)
+    mask[..., 10:30, 60:80] = 1.0  # the window must land on the foreground
+    t = SampleTensors(full, mask, cam.viewmats, cam.Ks, expr, torch.zeros(1, 3), R)
+    gen = torch.Generator().manual_seed(0)
+    whole, target, m = training_view(t, 0, v, step=0, gen=gen)
+    assert (whole.width, target.shape[-1], m.shape[-1]) == (v, v, v)
+    crop_cam, target, m = training_view(t, 0, v, step=1, gen=gen)
+    assert target.shape[-2:] == (v, v) and float(m.mean()) > 0.1  # centred near the foreground
+    window = render_avatar(gaussians, head, crop_cam, expr, pose, 1.0).rgb.detach()
+    assert torch.allclose(window, target, atol=2e-4)  # the window's render is that part of the frame
+    same, *_ = training_view(t, 0, 0, step=1, gen=gen)
+    assert same.width == R  # view_px = 0: the whole frame

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 import torch
-
+import torch.nn.functional as F
+from torch import Tensor
 
 from .. import faults
 from ..avatar.checkpoint import CheckpointError, TrainState, capture_rng, load_train_state, restore_rng, save_train_state
@@ -73,6 +74,11 @@ class TrainConfig:
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     background: float = 1.0
+    # Each step renders a view_px square: frames larger than that alternate between the whole
+    # frame downsampled to view_px (even steps: the whole head) and a view_px window of the frame
+    # at full resolution around a random foreground pixel (odd steps: the detail). Rendering cost
+    # per step is then that of a view_px frame. 0: always the whole frame at full resolution.
+    view_px: int = 256
     checkpoint_every: int = 60  # iterations; 0 disables mid-round checkpoints
     log_every: int = 10
 
@@ -332,14 +338,14 @@ class Trainer:
                 idx = int(torch.randint(0, n, (1,), generator=gen))
             else:
                 idx = int(torch.multinomial(t.weights, 1, generator=gen))
-            cams = Cameras(t.viewmats[idx : idx + 1], t.Ks[idx : idx + 1], t.resolution, t.resolution)
+            cams, frame, mask = training_view(t, idx, cfg.view_px, step, gen)
             pose = HeadPose.neutral(1)
             pose.jaw = t.jaws[idx : idx + 1]
             out = render_avatar(self.gaussians, self.head, cams, t.expressions[idx : idx + 1], pose, cfg.background)
             info = out.metas[0]
             loop.pre_backward(step, info)
             crop_at = tuple(torch.rand(2, generator=gen).tolist())
-            loss, parts = self.loss_fn(out.rgb, out.alpha, t.frames[idx : idx + 1], t.masks[idx : idx + 1], self.gaussians.params, crop_at)
+            loss, parts = self.loss_fn(out.rgb, out.alpha, frame, mask, self.gaussians.params, crop_at)
             loss.backward()
             loop.apply(step, info)
             loop.record(step, {"total": float(loss.detach()), **parts}, {"loss": ("total", "{:.3f}"), "l1": ("l1", "{:.4f}")}, self.on_step)
@@ -366,6 +372,30 @@ class Trainer:
             active_terms=self.loss_fn.active_terms,
             inactive_terms=self.loss_fn.inactive_terms,
         )
+
+
+def training_view(t: SampleTensors, idx: int, view_px: int, step: int, gen: torch.Generator) -> tuple[Cameras, Tensor, Tensor]:
+    """(camera, target frame [1, 3, v, v], mask [1, 1, v, v]) of sample ``idx`` at ``step`` (see TrainConfig.view_px)."""
+    R = t.resolution
+    frame, mask = t.frames[idx : idx + 1], t.masks[idx : idx + 1]  # [1, 3, R, R], [1, 1, R, R]
+    cams = Cameras(t.viewmats[idx : idx + 1], t.Ks[idx : idx + 1], R, R)
+    if view_px <= 0 or view_px >= R:
+        return cams, frame, mask
+    if step % 2 == 0:
+        size = (view_px, view_px)
+        return cams.resized(view_px, view_px), F.interpolate(frame.float(), size=size, mode="area"), F.interpolate(mask.float(), size=size, mode="area")
+    fg = torch.nonzero(mask[0, 0] > 0.5)  # [P, 2] (row, col)
+    if len(fg):
+        row, col = fg[int(torch.randint(0, len(fg), (1,), generator=gen))].tolist()
+    else:
+        row, col = R // 2, R // 2
+    y0 = min(max(row - view_px // 2, 0), R - view_px)
+    x0 = min(max(col - view_px // 2, 0), R - view_px)
+    Ks = t.Ks[idx : idx + 1].clone()
+    Ks[:, 0, 2] -= x0
+    Ks[:, 1, 2] -= y0
+    window = (slice(None), slice(None), slice(y0, y0 + view_px), slice(x0, x0 + view_px))
+    return Cameras(t.viewmats[idx : idx + 1], Ks, view_px, view_px), frame[window], mask[window]
 
 
 def train_round(
