@@ -122,3 +122,18 @@ def test_generator_fills_the_back_of_the_head_from_the_atlas_in_every_view(fitte
     assert (out.frames[1][0, covered[1]] - 1.0).abs().mean() > 0.2
     assert torch.allclose(old.frames[1][:, covered[1]], red[1][:, covered[1]], atol=2e-3)
     assert float(out.frames[1][:, covered[1]].std(1).mean()) > 0.02
+
+
+def test_unseen_gaussians_start_with_the_atlas_colour(fitted):
+    from zero1toa.avatar.gaussians import InitConfig, colour_from_texture, init_on_mesh, sh0_to_rgb
+    from zero1toa.head.facemesh_rig import PART_NAMES
+
+    head, ref = fitted
+    g = init_on_mesh(head, InitConfig(num_gaussians=2000), seed=0, face_labels=head.face_labels, part_names=PART_NAMES)
+    rgb = ref.completion.rgb_tensor()
+    faces = atlas_face_mask(head)
+    frac = colour_from_texture(g, head, lambda p: lookup(rgb, ref.completion.layout, p), faces, ref.expression)
+    sel = faces[g.binding]
+    assert 0.5 < frac == float(sel.float().mean()) < 1.0  # eyes and mouth interior keep their own colours
+    colours = sh0_to_rgb(g.params["sh0"].data[:, 0, :])
+    assert float(colours[sel].std(0).mean()) > 0.03  # a textured head, not one colour per part

@@ -38,7 +38,7 @@ class ConfigError(ValueError):
 @dataclass
 class AvatarConfig:
     init: InitConfig = field(default_factory=InitConfig)
-    colour_from_reference: bool = True  # seed colours from the photo where the reference view sees them
+    colour_from_reference: bool = True  # seed colours from the photo where the reference view sees them, from the completed atlas elsewhere
 
 
 @dataclass
@@ -211,6 +211,9 @@ def validate(cfg: Config) -> None:
         (cfg.generator.kind != "simulated" or bool(cfg.generator.truth_dir), "generator.truth_dir must name a truth subject folder when generator.kind=simulated (python benchmarks/truth.py --build-only --out DIR)"),
         (_level_ok(cfg.generator.inconsistency), f"generator.inconsistency must be 0, low, medium, high or a number >= 0, got {cfg.generator.inconsistency!r}"),
         (cfg.generator.resolution >= 32, "generator.resolution must be at least 32"),
+        (0.0 <= cfg.generator.completion_weight <= 1.0, "generator.completion_weight must lie in [0, 1]"),
+        (cfg.train.view_px >= 0, "train.view_px must be >= 0 (0 = whole frames at full resolution)"),
+        (cfg.head.completion.atlas_height >= 16, "head.completion.atlas_height must be at least 16"),
         (cfg.head.kind in ("facemesh", "flame"), f"head.kind must be facemesh or flame, got {cfg.head.kind!r}"),
         (cfg.head.kind != "flame" or bool(cfg.head.flame_model), "head.flame_model must name your FLAME file when head.kind=flame"),
         (cfg.stages.spatial.rounds >= 0 and cfg.stages.temporal.rounds >= 0, "stages.*.rounds must be >= 0"),

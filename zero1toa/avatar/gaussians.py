@@ -278,6 +278,27 @@ def init_on_mesh(
 
 
 @torch.no_grad()
+def colour_from_texture(
+    gaussians: BoundGaussians,
+    head: HeadModel,
+    colour_at,  # callable: surface points [N, 3] (in the pose below) -> rgb [N, 3] in [0, 1]
+    faces: Tensor,  # [F] bool: the triangles whose Gaussians take the texture's colour
+    expression: Tensor | None = None,  # [E]
+) -> float:
+    """Initialise colours from a texture of the head (the completed atlas) -> fraction coloured.
+
+    Gaussians the photo never saw start with what the generator will show there, not with a
+    flat part colour, so the first round trains from a head that already looks like one.
+    """
+    expr = torch.zeros(1, head.expression_dim) if expression is None else expression.reshape(1, -1).float()
+    verts = head.animate(expr, HeadPose.neutral(1))
+    world = gaussians.to_world(triangle_frames(verts, head.faces), 0).means  # [N, 3]
+    sel = faces[gaussians.binding]
+    if sel.any():
+        gaussians.params["sh0"].data[sel, 0, :] = rgb_to_sh0(colour_at(world[sel]).clamp(0, 1))
+    return float(sel.float().mean())
+
+
 def colour_from_reference(
     gaussians: BoundGaussians,
     head: HeadModel,
