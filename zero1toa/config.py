@@ -202,11 +202,16 @@ def _level_ok(level: str | float) -> bool:
     return True
 
 
+#: generator.kind values (conf/generator/*.yaml): the embedded one, the diffusers AnimateDiff route and
+#: its tiny random test model, the AniPortrait route and its tiny random test model, the benchmark instrument.
+GENERATOR_KINDS = ("reprojection", "animatediff", "tiny", "aniportrait", "aniportrait-tiny", "simulated")
+
+
 def validate(cfg: Config) -> None:
     """Value checks that types alone cannot express (each message names its key)."""
     checks = [
         (cfg.preprocess.resolution >= 64, "preprocess.resolution must be at least 64"),
-        (cfg.generator.kind in ("reprojection", "animatediff", "tiny", "simulated"), f"generator.kind must be reprojection, animatediff, tiny or simulated, got {cfg.generator.kind!r}"),
+        (cfg.generator.kind in GENERATOR_KINDS, f"generator.kind must be one of {', '.join(GENERATOR_KINDS)}, got {cfg.generator.kind!r}"),
         (cfg.generator.refresh_start in ("sdedit", "ddim_inversion"), f"generator.refresh_start must be sdedit or ddim_inversion, got {cfg.generator.refresh_start!r}"),
         (cfg.generator.kind != "simulated" or bool(cfg.generator.truth_dir), "generator.truth_dir must name a truth subject folder when generator.kind=simulated (python benchmarks/truth.py --build-only --out DIR)"),
         (_level_ok(cfg.generator.inconsistency), f"generator.inconsistency must be 0, low, medium, high or a number >= 0, got {cfg.generator.inconsistency!r}"),

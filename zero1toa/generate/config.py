@@ -11,10 +11,10 @@ from ..bench.simulated import SimulatorConfig
 class GeneratorConfig:
     """Which pseudo ground-truth generator SymGEN uses."""
 
-    kind: str = "reprojection"  # reprojection (embedded, weight-free) | animatediff | tiny | simulated (benchmark instrument)
+    kind: str = "reprojection"  # reprojection (embedded, weight-free) | animatediff | tiny | aniportrait | aniportrait-tiny | simulated (benchmark instrument)
     resolution: int = 256  # dataset frame size (the avatar trains at this resolution)
     supersample: int = 2  # reprojection: antialiasing factor
-    model_dir: str | None = None  # animatediff: local folder with the pipeline components
+    model_dir: str | None = None  # animatediff: local folder with the pipeline components; aniportrait: AniPortrait's weight folder
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # auto | float32 | float16 | bfloat16
     num_inference_steps: int = 25
