@@ -212,6 +212,18 @@ def test_generator_aniportrait_tiny_is_registered():
     assert g.generate(_request()).frames.shape == (2, 3, R, R)
 
 
+def test_preflight_lists_what_an_aniportrait_folder_lacks(tmp_path):
+    from flows.config import compose
+    from zero1toa.preflight import missing_assets
+
+    assert any("generator.model_dir is not set: generator=aniportrait" in m for m in missing_assets(compose(["generator=aniportrait"])))
+    (tmp_path / "pose_guider.pth").write_bytes(b"")
+    lines = missing_assets(compose(["generator=aniportrait", f"generator.model_dir={tmp_path}"]))
+    lacks = [m.split(" lacks ")[1] for m in lines if " lacks " in m]
+    assert lacks[:4] == ["reference_unet.pth", "denoising_unet.pth", "motion_module.pth", "stable-diffusion-v1-5/unet/config.json"]
+    assert "sd-vae-ft-mse/config.json" in lacks and "image_encoder/config.json" in lacks
+
+
 @pytest.mark.slow  # ~25 s on 2 cores: preprocessing and head fitting of the sample portrait, in a new process
 def test_cli_generate_sample_writes_video_sheet_and_aniportrait_conditions(tmp_path):
     from PIL import Image
