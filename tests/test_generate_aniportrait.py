@@ -207,6 +207,8 @@ def test_generator_aniportrait_tiny_is_registered():
 
     cfg = compose(["preset=smoke", "generator=aniportrait-tiny", "generator.resolution=64"])
     assert (cfg.generator.kind, cfg.generator.num_inference_steps, cfg.generator.guidance_scale) == ("aniportrait-tiny", 2, 1.0)
+    with pytest.raises(Exception, match="multiple of 64"):
+        compose(["preset=smoke", "generator=aniportrait-tiny", "generator.resolution=96"])
     g = build_generator(cfg.generator, head=None, reference=None, seed=0)
     assert isinstance(g, AniPortraitGenerator) and g.info.resolution == 64 and ".cache" in g.info.weights
     assert g.generate(_request()).frames.shape == (2, 3, R, R)

@@ -216,6 +216,10 @@ def validate(cfg: Config) -> None:
         (cfg.generator.kind != "simulated" or bool(cfg.generator.truth_dir), "generator.truth_dir must name a truth subject folder when generator.kind=simulated (python benchmarks/truth.py --build-only --out DIR)"),
         (_level_ok(cfg.generator.inconsistency), f"generator.inconsistency must be 0, low, medium, high or a number >= 0, got {cfg.generator.inconsistency!r}"),
         (cfg.generator.resolution >= 32, "generator.resolution must be at least 32"),
+        (
+            not cfg.generator.kind.startswith("aniportrait") or cfg.generator.resolution % 64 == 0,
+            f"generator.resolution must be a multiple of 64 for generator={cfg.generator.kind} (VAE x8, then the UNet's x8), got {cfg.generator.resolution}",
+        ),
         (cfg.head.kind in ("facemesh", "flame"), f"head.kind must be facemesh or flame, got {cfg.head.kind!r}"),
         (cfg.head.kind != "flame" or bool(cfg.head.flame_model), "head.flame_model must name your FLAME file when head.kind=flame"),
         (cfg.stages.spatial.rounds >= 0 and cfg.stages.temporal.rounds >= 0, "stages.*.rounds must be >= 0"),

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -73,9 +73,6 @@ class AniPortraitArch:
     placement: MotionPlacement = MotionPlacement()
     guider: GuiderConfig = GuiderConfig()
     scheduler: dict = field(default_factory=lambda: dict(SCHEDULER_KWARGS))
-
-    def to_json(self) -> dict:
-        return {"motion": asdict(self.motion), "placement": asdict(self.placement), "guider": asdict(self.guider), "scheduler": self.scheduler}
 
 
 def sd15_unet_config() -> dict:

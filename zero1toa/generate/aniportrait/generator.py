@@ -138,6 +138,9 @@ class AniPortraitGenerator(VideoGenerator):
         """Assemble from modules in memory: ``mods`` = reference_unet, denoising_unet, pose_guider."""
         from diffusers import DDIMScheduler
 
+        from ..diffusion import _quiet_diffusers
+
+        _quiet_diffusers()  # diffusers' empty "kept in float32: []" warning on every .to(dtype)
         device = torch.device(device)
         dtype = _default_dtype(device, dtype)
         parts = [mods["reference_unet"], mods["denoising_unet"], mods["pose_guider"], vae, image_encoder]
