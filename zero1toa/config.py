@@ -202,11 +202,16 @@ def _level_ok(level: str | float) -> bool:
     return True
 
 
+#: generator.kind values (conf/generator/*.yaml): the embedded one, the diffusers AnimateDiff route and
+#: its tiny random test model, the AniPortrait route and its tiny random test model, the benchmark instrument.
+GENERATOR_KINDS = ("reprojection", "animatediff", "tiny", "aniportrait", "aniportrait-tiny", "simulated")
+
+
 def validate(cfg: Config) -> None:
     """Value checks that types alone cannot express (each message names its key)."""
     checks = [
         (cfg.preprocess.resolution >= 64, "preprocess.resolution must be at least 64"),
-        (cfg.generator.kind in ("reprojection", "animatediff", "tiny", "simulated"), f"generator.kind must be reprojection, animatediff, tiny or simulated, got {cfg.generator.kind!r}"),
+        (cfg.generator.kind in GENERATOR_KINDS, f"generator.kind must be one of {', '.join(GENERATOR_KINDS)}, got {cfg.generator.kind!r}"),
         (cfg.generator.refresh_start in ("sdedit", "ddim_inversion"), f"generator.refresh_start must be sdedit or ddim_inversion, got {cfg.generator.refresh_start!r}"),
         (cfg.generator.kind != "simulated" or bool(cfg.generator.truth_dir), "generator.truth_dir must name a truth subject folder when generator.kind=simulated (python benchmarks/truth.py --build-only --out DIR)"),
         (_level_ok(cfg.generator.inconsistency), f"generator.inconsistency must be 0, low, medium, high or a number >= 0, got {cfg.generator.inconsistency!r}"),
@@ -214,6 +219,10 @@ def validate(cfg: Config) -> None:
         (0.0 <= cfg.generator.completion_weight <= 1.0, "generator.completion_weight must lie in [0, 1]"),
         (cfg.train.view_px >= 0, "train.view_px must be >= 0 (0 = whole frames at full resolution)"),
         (cfg.head.completion.atlas_height >= 16, "head.completion.atlas_height must be at least 16"),
+        (
+            not cfg.generator.kind.startswith("aniportrait") or cfg.generator.resolution % 64 == 0,
+            f"generator.resolution must be a multiple of 64 for generator={cfg.generator.kind} (VAE x8, then the UNet's x8), got {cfg.generator.resolution}",
+        ),
         (cfg.head.kind in ("facemesh", "flame"), f"head.kind must be facemesh or flame, got {cfg.head.kind!r}"),
         (cfg.head.kind != "flame" or bool(cfg.head.flame_model), "head.flame_model must name your FLAME file when head.kind=flame"),
         (cfg.stages.spatial.rounds >= 0 and cfg.stages.temporal.rounds >= 0, "stages.*.rounds must be >= 0"),

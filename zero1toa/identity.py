@@ -317,7 +317,7 @@ def external_inputs(cfg: dict, kind: str) -> dict[str, str]:
         keys += ["head.flame_model", "head.flame_embedding"]
     if kind == "round":
         gkind = _get(cfg, "generator.kind")
-        if gkind == "animatediff":
+        if gkind in ("animatediff", "aniportrait"):
             keys.append("generator.model_dir")
         if gkind == "simulated":
             keys.append("generator.truth_dir")

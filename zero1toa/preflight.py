@@ -29,6 +29,15 @@ def missing_assets(cfg) -> list[str]:
             out.append(f"generator.model_dir {g.model_dir} does not exist")
         else:
             out += [f"generator.model_dir {g.model_dir} lacks {m}" for comp in COMPONENTS for m in _missing_files(Path(g.model_dir), comp)]
+    if g.kind == "aniportrait":
+        from .generate.aniportrait.checkpoint import missing_pieces
+
+        if not g.model_dir:
+            out.append("generator.model_dir is not set: generator=aniportrait needs AniPortrait's weight folder (see the README's 'AniPortrait route')")
+        elif not Path(g.model_dir).is_dir():
+            out.append(f"generator.model_dir {g.model_dir} does not exist")
+        else:
+            out += [f"generator.model_dir {g.model_dir} lacks {m}" for m in missing_pieces(Path(g.model_dir))]
     if g.kind == "simulated" and g.truth_dir and not (Path(g.truth_dir) / "subject.json").is_file():
         out.append(f"generator.truth_dir {g.truth_dir} holds no truth subject (subject.json)")
     loss = cfg.train.loss

@@ -11,14 +11,14 @@ from ..bench.simulated import SimulatorConfig
 class GeneratorConfig:
     """Which pseudo ground-truth generator SymGEN uses."""
 
-    kind: str = "reprojection"  # reprojection (embedded, weight-free) | animatediff | tiny | simulated (benchmark instrument)
+    kind: str = "reprojection"  # reprojection (embedded, weight-free) | animatediff | tiny | aniportrait | aniportrait-tiny | simulated (benchmark instrument)
     resolution: int = 512  # dataset frame size (the avatar trains on it: train.view_px says how)
     # reprojection: antialiasing factor. 1 at 512 px costs what 2 did at 256 px (2 at 512 px is
     # ~15x slower on CPU: the rasterizer's fragments outgrow the caches); silhouettes the photo
     # saw are soft anyway (the person's matte carves them).
     supersample: int = 1
     completion_weight: float = 1.0  # reprojection: blind pixels from the head's texture atlas (1) or the avatar's render (0)
-    model_dir: str | None = None  # animatediff: local folder with the pipeline components
+    model_dir: str | None = None  # animatediff: local folder with the pipeline components; aniportrait: AniPortrait's weight folder
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # auto | float32 | float16 | bfloat16
     num_inference_steps: int = 25

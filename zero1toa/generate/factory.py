@@ -37,6 +37,16 @@ def tiny_model_dir(seed: int = 0, resolution: int = 64) -> Path:
     return folder
 
 
+def tiny_aniportrait_dir(seed: int = 0, resolution: int = 64) -> Path:
+    """A tiny random AniPortrait folder (AniPortrait's layout), built once per (seed, resolution) and cached."""
+    from .aniportrait.tiny import build_tiny_aniportrait
+
+    folder = project_root() / ".cache" / f"tiny-aniportrait-s{seed}-r{resolution}"
+    if not (folder / "pose_guider.pth").exists():
+        build_tiny_aniportrait(folder, seed=seed, resolution=resolution)
+    return folder
+
+
 def build_generator(cfg, head, reference, seed: int = 0) -> VideoGenerator:
     """``cfg``: config.GeneratorConfig; ``reference``: symgen.round.Reference."""
     if cfg.kind == "reprojection":
@@ -79,4 +89,18 @@ def build_generator(cfg, head, reference, seed: int = 0) -> VideoGenerator:
             resolution=cfg.resolution,
             settings=settings,
         )
+    if cfg.kind in ("aniportrait", "aniportrait-tiny"):
+        from .aniportrait.generator import AniPortraitGenerator, AniPortraitSettings
+
+        if cfg.cpu_offload:
+            raise ValueError("generator.cpu_offload is not supported by generator=aniportrait (its UNets run every step)")
+        device = resolve_device(cfg.device)
+        tiny = cfg.kind == "aniportrait-tiny"
+        folder = tiny_aniportrait_dir(seed, cfg.resolution) if tiny else Path(cfg.model_dir)
+        settings = AniPortraitSettings(
+            num_inference_steps=min(cfg.num_inference_steps, 2) if tiny else cfg.num_inference_steps,
+            guidance_scale=cfg.guidance_scale,
+            refresh_start=cfg.refresh_start,
+        )
+        return AniPortraitGenerator.from_folder(folder, device=device, dtype=_dtype(cfg.dtype, device), resolution=cfg.resolution, settings=settings)
     raise ValueError(f"unknown generator kind {cfg.kind!r}")

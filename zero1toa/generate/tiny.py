@@ -189,6 +189,33 @@ def _ip_adapter_state(unet_motion, image_embed_dim: int, seed: int) -> dict[str,
     return state
 
 
+def tiny_vae(resolution: int):
+    """A tiny SD-style AutoencoderKL (x8, 4 latent channels) that behaves like the trained one where
+    tests depend on it: a near-deterministic posterior and a calibrated ``scaling_factor``.
+    Its random weights come from the global torch RNG (seed it first)."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,  # 4 blocks: the x8 factor of SD's VAE
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 16, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=resolution,
+    )
+    with torch.no_grad():
+        vae.quant_conv.bias[4:] = -12.0  # near-deterministic posterior, like the trained SD VAE
+        # SD's scaling_factor is 1/std of its latents, so scaled latents have unit variance
+        # and the scheduler's noise levels mean what they say; calibrate ours the same way.
+        probe = torch.rand(4, 3, resolution, resolution) * 2 - 1
+        latent_std = vae.encode(probe).latent_dist.mean.std().item()
+    vae.register_to_config(scaling_factor=round(1.0 / latent_std, 5))
+    return vae
+
+
 def tiny_components(
     seed: int = 0,
     resolution: int = 64,
@@ -203,7 +230,6 @@ def tiny_components(
     same arguments give bit-identical weights. The global torch RNG is left untouched.
     """
     from diffusers import (
-        AutoencoderKL,
         ControlNetModel,
         DDIMScheduler,
         MotionAdapter,
@@ -267,24 +293,7 @@ def tiny_components(
         zero_controlnet(controlnet, zero=zero_controlnet_output, seed=seed + 1)
         out["controlnet"] = controlnet
 
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,  # 4 blocks: the x8 factor of SD's VAE
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(8, 8, 16, 16),
-            layers_per_block=1,
-            latent_channels=4,
-            norm_num_groups=4,
-            sample_size=resolution,
-        )
-        with torch.no_grad():
-            vae.quant_conv.bias[4:] = -12.0  # near-deterministic posterior, like the trained SD VAE
-            # SD's scaling_factor is 1/std of its latents, so scaled latents have unit variance
-            # and the scheduler's noise levels mean what they say; calibrate ours the same way.
-            probe = torch.rand(4, 3, resolution, resolution) * 2 - 1
-            latent_std = vae.encode(probe).latent_dist.mean.std().item()
-        vae.register_to_config(scaling_factor=round(1.0 / latent_std, 5))
+        vae = tiny_vae(resolution)  # draws from the global RNG seeded above, as before
         out["vae"] = vae
 
         # AnimateDiff's recommended DDIM settings ("linspace": the schedule runs t = 999 ... 0).

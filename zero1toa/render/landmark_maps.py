@@ -1,10 +1,12 @@
 """Landmark maps: the conditioning images of landmark-driven portrait video generators.
 
-Two styles, chosen by the generator (``GeneratorInfo.landmark_style``):
+Three styles, chosen by the generator (``GeneratorInfo.landmark_style``):
 
 - ``"project"``: the project's own maps (below), for the embedded generator and our tests;
 - ``"mediapipe_face"``: pixel-exact to the annotator a pretrained MediaPipe-face ControlNet was
-  trained on (controlnet_aux's ``mediapipe_face_common``): see :func:`draw_annotator_maps`.
+  trained on (controlnet_aux's ``mediapipe_face_common``): see :func:`draw_annotator_maps`;
+- ``"aniportrait"``: pixel-exact to AniPortrait's ``FaceMeshVisualizer`` (its pose images): see
+  :func:`draw_aniportrait_maps`.
 
 A map draws a head model's 468-point face-mesh landmarks (and iris points when present),
 projected by a camera, as coloured contours on black: face outline, brows, eyes with pupils,
@@ -176,7 +178,87 @@ def draw_annotator_maps(landmarks: Tensor, landmark_ids: Tensor, cameras: Camera
     return torch.from_numpy(out).permute(0, 3, 1, 2).float() / 255.0
 
 
-LANDMARK_STYLES = ("project", "mediapipe_face")
+#: AniPortrait's pose images (``src/utils/draw_util.py``, ``FaceMeshVisualizer(forehead_edge=False)``):
+#: parts in drawing order with their DrawingSpec colours, which land in the image's channels as
+#: written (its scripts hand that array to the pose guider unchanged). No forehead, nose, irises
+#: or pupils; the lips in eight coloured pieces; the face oval a custom jaw-line list.
+ANIPORTRAIT_FACE_OVAL: tuple[tuple[int, int], ...] = (
+    (176, 149), (150, 136), (356, 454), (58, 132), (152, 148), (361, 288), (251, 389), (132, 93), (389, 356),
+    (400, 377), (136, 172), (377, 152), (323, 361), (172, 58), (454, 323), (365, 379), (379, 378), (148, 176),
+    (93, 234), (397, 365), (149, 150), (288, 397), (234, 127), (378, 400), (127, 162), (162, 21),
+)  # fmt: skip
+ANIPORTRAIT_LIPS: tuple[tuple[tuple[int, int, int], tuple[tuple[int, int], ...]], ...] = (
+    ((10, 180, 20), ((61, 146), (146, 91), (91, 181), (181, 84), (84, 17))),  # outer bottom left
+    ((20, 10, 180), ((17, 314), (314, 405), (405, 321), (321, 375), (375, 291))),  # outer bottom right
+    ((100, 100, 30), ((78, 95), (95, 88), (88, 178), (178, 87), (87, 14))),  # inner bottom left
+    ((100, 150, 50), ((14, 317), (317, 402), (402, 318), (318, 324), (324, 308))),  # inner bottom right
+    ((20, 80, 100), ((61, 185), (185, 40), (40, 39), (39, 37), (37, 0))),  # outer top left
+    ((80, 100, 20), ((0, 267), (267, 269), (269, 270), (270, 409), (409, 291))),  # outer top right
+    ((120, 100, 200), ((78, 191), (191, 80), (80, 81), (81, 82), (82, 13))),  # inner top left
+    ((150, 120, 100), ((13, 312), (312, 311), (311, 310), (310, 415), (415, 308))),  # inner top right
+)
+ANIPORTRAIT_PARTS: tuple[tuple[str, tuple[int, int, int]], ...] = (
+    ("left_eye", (180, 200, 10)),
+    ("left_eyebrow", (180, 220, 10)),
+    ("right_eye", (10, 200, 180)),
+    ("right_eyebrow", (10, 220, 180)),
+)
+ANIPORTRAIT_OVAL_COLOUR = (10, 200, 10)
+ANIPORTRAIT_CANVAS = 512  # it always draws on a 512 x 512 canvas, then resizes to the frame size
+ANIPORTRAIT_THICKNESS = 2
+
+
+def _aniportrait_edges() -> list[tuple[tuple[int, int], tuple[int, int, int]]]:
+    """(edge, colour) in AniPortrait's drawing order (the insertion order of its spec dict)."""
+    topo = T.facemesh_topology()
+    edges = [(e, ANIPORTRAIT_OVAL_COLOUR) for e in ANIPORTRAIT_FACE_OVAL]
+    for part, colour in ANIPORTRAIT_PARTS:
+        edges += [(tuple(e), colour) for e in topo.parts[part]]
+    for colour, lip_edges in ANIPORTRAIT_LIPS:
+        edges += [(e, colour) for e in lip_edges]
+    return edges
+
+
+def draw_aniportrait_maps(landmarks: Tensor, landmark_ids: Tensor, cameras: Cameras) -> Tensor:
+    """Maps drawn exactly as AniPortrait draws the landmarks of its pose videos -> [C, 3, H, W] in [0, 1].
+
+    Its conventions (``FaceMeshVisualizer.draw_landmarks`` with mediapipe's ``draw_landmarks``):
+    landmarks normalised by the frame size (float32, as mediapipe's protobuf holds them); each
+    drawn on a black 512 x 512 canvas at ``min(floor(x * 512), 511)``, dropped when outside [0, 1];
+    every connection whose two ends are kept a ``cv2.line`` of thickness 2 (8-connected, integer
+    pixels) in its part's colour; every landmark drawn whether or not the head hides it (a face
+    mesh detector reports all of them); then ``cv2.resize`` (bilinear) to the frame size.
+    """
+    import math
+
+    import cv2
+
+    C, H, W, S = len(cameras), cameras.height, cameras.width, ANIPORTRAIT_CANVAS
+    uv, depth = project_points(landmarks, cameras)
+    norm = (uv.detach().cpu().float() / torch.tensor([W, H], dtype=torch.float32)).numpy().astype(np.float32)
+    front = (depth > 0).cpu().numpy()
+    row_of = {int(i): r for r, i in enumerate(landmark_ids.tolist())}
+    edges = _aniportrait_edges()
+
+    def valid(v: float) -> bool:
+        return (v > 0 or math.isclose(0, v)) and (v < 1 or math.isclose(1, v))
+
+    out = np.zeros((C, H, W, 3), np.uint8)
+    for c in range(C):
+        pixel: dict[int, tuple[int, int]] = {}
+        for idx, r in row_of.items():
+            x, y = float(norm[c, r, 0]), float(norm[c, r, 1])
+            if front[c, r] and valid(x) and valid(y):
+                pixel[idx] = (min(math.floor(x * S), S - 1), min(math.floor(y * S), S - 1))
+        canvas = np.zeros((S, S, 3), np.uint8)
+        for (a, b), colour in edges:
+            if a in pixel and b in pixel:
+                cv2.line(canvas, pixel[a], pixel[b], colour, ANIPORTRAIT_THICKNESS)
+        out[c] = cv2.resize(canvas, (W, H))
+    return torch.from_numpy(out).permute(0, 3, 1, 2).float() / 255.0
+
+
+LANDMARK_STYLES = ("project", "mediapipe_face", "aniportrait")
 
 
 def head_landmark_maps(head, vertices: Tensor, cameras: Cameras, occlusion: bool = True, style: str = "project") -> Tensor:
@@ -184,6 +266,8 @@ def head_landmark_maps(head, vertices: Tensor, cameras: Cameras, occlusion: bool
     lmk = head.landmarks(vertices)
     if style == "mediapipe_face":
         return draw_annotator_maps(lmk, head.landmark_embedding.indices, cameras)
+    if style == "aniportrait":
+        return draw_aniportrait_maps(lmk, head.landmark_embedding.indices, cameras)
     if style != "project":
         raise ValueError(f"unknown landmark map style {style!r}; known: {', '.join(LANDMARK_STYLES)}")
     vis = landmark_visibility(lmk, vertices, head.faces, cameras) if occlusion else None
@@ -197,4 +281,6 @@ def maps_from_points(points: Tensor, landmark_ids: Tensor, size: int, style: str
     cams = Cameras(torch.eye(4)[None].expand(len(points), 4, 4).clone(), torch.eye(3)[None].expand(len(points), 3, 3).clone(), size, size)  # ... a camera mapping it to (u, v)
     if style == "mediapipe_face":
         return draw_annotator_maps(pts, landmark_ids, cams)
+    if style == "aniportrait":
+        return draw_aniportrait_maps(pts, landmark_ids, cams)
     return draw_landmark_maps(pts, landmark_ids, cams)
