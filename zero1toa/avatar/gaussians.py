@@ -202,6 +202,9 @@ class InitConfig:
         ("skull", 1.0),
         ("neck", 0.6),
         ("torso", 0.4),
+        ("teeth_upper", 2.0),
+        ("teeth_lower", 2.0),
+        ("tongue", 1.0),
     )
 
 
@@ -213,6 +216,9 @@ DEFAULT_PART_COLOURS = {
     "torso": (0.5, 0.5, 0.5),
     "eyeball": (0.85, 0.85, 0.82),
     "mouth": (0.3, 0.08, 0.08),
+    "teeth_upper": (0.86, 0.83, 0.76),
+    "teeth_lower": (0.80, 0.77, 0.70),
+    "tongue": (0.55, 0.26, 0.27),
 }
 
 

@@ -32,7 +32,7 @@ from torch import Tensor
 
 #: Part names of the built-in rig (index = part id), repeated here so the texture does not need
 #: the rig's construction module.
-PARTS = ("face", "skull", "neck", "torso", "eyeball", "mouth", "backdrop")
+PARTS = ("face", "skull", "neck", "torso", "eyeball", "mouth", "backdrop", "teeth_upper", "teeth_lower", "tongue")  # the rig's PART_NAMES
 
 
 @dataclass(frozen=True)

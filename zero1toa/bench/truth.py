@@ -45,7 +45,7 @@ from .texture import PARTS, SolidAppearance
 
 log = logging.getLogger("zero1toa.bench")
 
-TRUTH_VERSION = "1"
+TRUTH_VERSION = "2"  # 2: the rig's mouth interior (teeth, tongue)
 DEFAULT_RESOLUTION = 512
 
 
@@ -249,6 +249,9 @@ def _part_colours(head: HeadModel, camera: Cameras, photo: Tensor, mask: Tensor)
         "eyeball": torch.tensor([0.85, 0.82, 0.80]),
         "mouth": torch.tensor([0.45, 0.16, 0.16]),
         "backdrop": skin,
+        "teeth_upper": torch.tensor([0.86, 0.83, 0.76]),
+        "teeth_lower": torch.tensor([0.80, 0.77, 0.70]),
+        "tongue": torch.tensor([0.55, 0.26, 0.27]),
     }
     for p, name in enumerate(PARTS):
         if not found[p]:
