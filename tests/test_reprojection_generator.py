@@ -90,3 +90,32 @@ def test_requests_without_cameras_are_rejected(setup):
     head, ref, gen = setup
     with pytest.raises(ValueError, match="cameras"):
         gen.generate(GenerationRequest(ref.image, torch.zeros(1, 3, RES, RES)))
+
+
+def test_a_blink_shows_the_lids_skin_not_its_lashes_stretched(setup):
+    head, ref, gen = setup
+    from zero1toa.render.mesh_raster import rasterize_mesh
+
+    assert bool(gen._lid_faces.any())  # found from the blink blendshapes
+    cams = orbit_from_reference(ref.camera, [0.0], [0.0], ref.target, RES)
+    e = torch.zeros(1, head.expression_dim)
+    e[0, head.expression_names.index("blink_left")] = 1.0
+    e[0, head.expression_names.index("blink_right")] = 1.0
+    out = gen.generate(_request(ref, cams, 1, expressions=e))
+    frags = rasterize_mesh(head.animate(e, HeadPose.neutral(1)), head.faces, cams)
+    lid = frags.mask[0] & gen._lid_faces[frags.face_ids[0].clamp_min(0)]
+    assert int(lid.sum()) > 20
+    skin = gen._lid_colour[gen._lid_faces].mean(0)  # [3]
+
+    def near_skin(frames: torch.Tensor) -> float:
+        closed = frames[0][:, lid]  # [3, P]
+        return float(((closed - skin[:, None]).abs().mean(0) < 0.12).float().mean())
+
+    # most of the closed lid is its skin (a dark lash line remains, as on a real closed eye) ...
+    assert near_skin(out.frames) > 0.6
+    # ... where the plain stretch of the photo's lid margin smears lashes and iris over it
+    import copy
+
+    plain = copy.copy(gen)
+    plain._lid_faces = torch.zeros_like(gen._lid_faces)
+    assert near_skin(plain.generate(_request(ref, cams, 1, expressions=e)).frames) < near_skin(out.frames) - 0.1

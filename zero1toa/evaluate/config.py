@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 @dataclass
 class EvaluateConfig:
-    resolution: int = 256  # render size for metrics and videos
+    resolution: int = 512  # render size for metrics and videos
     caption: str = "a photo of a person's head"
     # CLIP backbones of the paper's Table 1 (ViT-L/14, ViT-B/16, ViT-B/32): local transformers
     # folders; null = unavailable (the metric is reported as null with the reason).

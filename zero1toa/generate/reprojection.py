@@ -229,7 +229,7 @@ class ReprojectionGenerator(VideoGenerator):
             density = cos.abs() / cos_t.abs().clamp_min(0.05)
             conf = visible.float() * _smoothstep(*cfg.foreshortening_ratio, density) * stretch
             lid = self._lid_faces[fid] & frags.mask  # a closing eyelid: its margin thins out faster
-            conf = torch.where(lid, conf * stretch, conf)
+            conf = torch.where(lid, conf * stretch * stretch, conf)
             conf = torch.where(frags.mask, conf, torch.zeros_like(conf))
             # Silhouette carving: a surface point the photo saw *outside* the person's mask is not
             # part of the person (the rig is built slightly larger than the mask on purpose), so

@@ -528,7 +528,7 @@ def _coarse_shading(img, known, target, ex, angle, p, seed, wrap_x, sigma_lf, *r
 
 def _low_frequency_fallback(image, fill, low, reason) -> np.ndarray:
     msg = f"texture synthesis fell back to the low-frequency fill: {reason}"
-    log.info(msg)
+    log.debug(msg)
     warnings.warn(msg, SynthesisFallbackWarning, stacklevel=4)  # the caller of synthesize
     out = np.array(image, copy=True)
     out[fill] = np.clip(low[fill], 0.0, 1.0)
