@@ -118,4 +118,29 @@ def test_a_blink_shows_the_lids_skin_not_its_lashes_stretched(setup):
 
     plain = copy.copy(gen)
     plain._lid_faces = torch.zeros_like(gen._lid_faces)
+    plain._fingerprint = "without-lids"  # its own cache entries
     assert near_skin(plain.generate(_request(ref, cams, 1, expressions=e)).frames) < near_skin(out.frames) - 0.1
+
+
+def test_a_refresh_of_the_same_views_reuses_the_generated_layers_bit_exactly(setup):
+    head, ref, gen = setup
+    from zero1toa.generate import reprojection
+
+    cams = orbit_from_reference(ref.camera, [20.0, 140.0], [0.0, 0.0], ref.target, RES)
+    init = torch.rand(2, 3, RES, RES, generator=torch.Generator().manual_seed(3))
+    reprojection._LAYER_CACHE.clear()
+    first = gen.generate(_request(ref, cams, 2, init=init, strength=0.7)).frames
+    assert len(reprojection._LAYER_CACHE) == 1
+    calls = []
+    original = gen._layers
+    gen._layers = lambda request: calls.append(1) or original(request)  # count rasterisations
+    try:
+        again = gen.generate(_request(ref, cams, 2, init=init, strength=0.7)).frames
+        other = gen.generate(_request(ref, cams, 2, init=1 - init, strength=0.7)).frames
+        reprojection._LAYER_CACHE.clear()
+        fresh = gen.generate(_request(ref, cams, 2, init=1 - init, strength=0.7)).frames
+    finally:
+        gen._layers = original
+    assert calls == [1]  # only the run after clearing the cache rasterised
+    assert torch.equal(first, again) and torch.equal(other, fresh)  # cached == fresh, bit for bit
+    assert not torch.equal(first, other)  # the init still matters

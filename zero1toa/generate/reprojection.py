@@ -24,6 +24,8 @@ Deterministic: no randomness at all.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -54,6 +56,7 @@ class ReprojectionConfig:
     # Where the photo is blind, how much comes from the head's completed texture atlas (1) rather
     # than the avatar's current render (0, the co-evolution of SymGEN's refreshes alone).
     completion_weight: float = 1.0
+    cache_mb: int = 1536  # generated layers kept for refreshes of the same views (0: none)
 
 
 #: Colours of rig parts a photo rarely shows (linear RGB in [0, 1]).
@@ -63,6 +66,50 @@ BUILT_IN_APPEARANCE: dict[str, tuple[float, float, float]] = {
     "teeth_upper": (0.86, 0.83, 0.76),
     "teeth_lower": (0.80, 0.77, 0.70),  # lower teeth sit in the upper teeth's shadow
 }
+
+
+@dataclass
+class _Layers:
+    """A generated window before its init frames: generated = base + blind_init * init."""
+
+    base: Tensor  # [F, 3, H, W]
+    blind_init: Tensor  # [F, 1, H, W]
+    fill: Tensor  # [F, 3, H, W] what blind pixels show without init frames
+    coverage: Tensor  # [F, 1, H, W]
+    confidence: Tensor  # [F, 1, H, W]
+
+    def rounded(self) -> "_Layers":
+        return _Layers(*(t.half() for t in (self.base, self.blind_init, self.fill, self.coverage, self.confidence)))
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.base, self.blind_init, self.fill, self.coverage, self.confidence))
+
+
+_LAYER_CACHE: "OrderedDict[tuple[str, str], _Layers]" = OrderedDict()
+
+
+def _digest(*items) -> str:
+    h = hashlib.sha256()
+    for item in items:
+        if isinstance(item, Tensor):
+            h.update(str(tuple(item.shape)).encode())
+            h.update(item.detach().cpu().contiguous().numpy().tobytes())
+        else:
+            h.update(repr(item).encode())
+    return h.hexdigest()
+
+
+def _fingerprint(*items) -> str:
+    return _digest(*[torch.zeros(0) if i is None else i for i in items])
+
+
+def _request_key(request: GenerationRequest) -> str:
+    poses = request.poses.as_vector() if request.poses is not None else None
+    return _digest(
+        request.cameras.viewmats, request.cameras.Ks, request.landmark_maps.shape[-1],
+        request.expressions if request.expressions is not None else "reference", poses if poses is not None else "reference",
+    )  # fmt: skip
 
 
 def _smoothstep(e0: float, e1: float, x: Tensor) -> Tensor:
@@ -128,6 +175,9 @@ class ReprojectionGenerator(VideoGenerator):
             # Triangles whose blind pixels come from the atlas (the rest: eyes, mouth interior).
             self._atlas_faces = atlas_face_mask(head) if completion is not None else None
             self._atlas_rgb = completion.rgb_tensor() if completion is not None else None
+        self._fingerprint = _fingerprint(
+            self.reference, self.ref_mask, self.ref_expression, head.template, head.faces, self._atlas_rgb, repr(self.cfg), reference_camera.viewmats, reference_camera.Ks
+        )
 
     def _part_colours(self, face_ids: Tensor, face_labels: Tensor | None) -> Tensor:
         """Mean visible photo colour per part -> per-triangle fill colour [F, 3]."""
@@ -192,7 +242,30 @@ class ReprojectionGenerator(VideoGenerator):
         return lids, colour
 
     # ------------------------------------------------------------------ generation
-    def _generate_window(self, request: GenerationRequest) -> GenerationResult:
+    def _layers_cached(self, request: GenerationRequest) -> "_Layers":
+        """The window's layers, from the cache when these views were generated before.
+
+        SymGEN refreshes every clip several times per round with new init frames but the same
+        cameras and expressions; everything but the init is a function of those, so it is kept
+        (half precision, a bounded LRU shared by generators of the same photo, head and
+        settings in this process). Cached and fresh results are bit-identical: layers are
+        always rounded to half precision before use.
+        """
+        if request.cameras is None:
+            raise ValueError("the reprojection generator renders the head: the request needs cameras")
+        key = (self._fingerprint, _request_key(request))
+        hit = _LAYER_CACHE.get(key)
+        if hit is not None:
+            _LAYER_CACHE.move_to_end(key)
+            return hit
+        layers = self._layers(request)
+        _LAYER_CACHE[key] = layers
+        limit = self.cfg.cache_mb * 2**20
+        while _LAYER_CACHE and sum(v.nbytes for v in _LAYER_CACHE.values()) > limit:
+            _LAYER_CACHE.popitem(last=False)
+        return layers
+
+    def _layers(self, request: GenerationRequest) -> "_Layers":
         if request.cameras is None:
             raise ValueError("the reprojection generator renders the head: the request needs cameras")
         cfg = self.cfg
@@ -262,21 +335,25 @@ class ReprojectionGenerator(VideoGenerator):
                 conf = F.avg_pool2d(F.pad(conf, (k // 2, (k - 1) // 2, k // 2, (k - 1) // 2), mode="replicate"), k, stride=1)
             conf = torch.minimum(conf, coverage)
             tex_un = tex / coverage.clamp_min(1e-6)
-            bg = cfg.background
-            if request.init_frames is not None:
-                init = request.init_frames.float()
-                # seen: photo; unseen but covered: the completed atlas (where it applies) mixed
-                # with the avatar's render by completion_weight; outside the head: background
-                blind = init
-                if self._atlas_rgb is not None and cfg.completion_weight > 0:
-                    fill_un = fill_part / coverage.clamp_min(1e-6)
-                    a = cfg.completion_weight * atlas_share / coverage.clamp_min(1e-6)
-                    blind = init + a * (fill_un - init)
-                head_rgb = conf * tex_un + (coverage - conf) * blind
-                generated = head_rgb + (1 - coverage) * bg
-                out = init + request.strength * (generated - init)
-            else:
-                fill_un = fill_part / coverage.clamp_min(1e-6)
-                head_rgb = conf * tex_un + (coverage - conf) * fill_un
-                out = head_rgb + (1 - coverage) * bg
+            fill_un = fill_part / coverage.clamp_min(1e-6)
+            # Blind pixels: the completed atlas (where it applies) mixed with the avatar's render
+            # by completion_weight; seen pixels: the photo; outside the head: background. As
+            # layers, generated = base + blind_init * init, so a refresh (new init frames) of the
+            # same views needs no new rasterisation (see _layers_cached).
+            a = torch.zeros_like(coverage)
+            if self._atlas_rgb is not None and cfg.completion_weight > 0:
+                a = cfg.completion_weight * atlas_share / coverage.clamp_min(1e-6)
+            base = conf * tex_un + (coverage - conf) * a * fill_un + (1 - coverage) * cfg.background  # [F, 3, H, W]
+            blind_init = (coverage - conf) * (1 - a)  # [F, 1, H, W]: where the init (else fill) shows
+        return _Layers(base, blind_init, fill_un, coverage, conf).rounded()
+
+    def _generate_window(self, request: GenerationRequest) -> GenerationResult:
+        layers = self._layers_cached(request)
+        if request.init_frames is not None:
+            init = request.init_frames.float()
+            generated = layers.base.float() + layers.blind_init.float() * init
+            out = init + request.strength * (generated - init)
+        else:
+            out = layers.base.float() + layers.blind_init.float() * layers.fill.float()
+        coverage, conf = layers.coverage.float(), layers.confidence.float()
         return GenerationResult(out.clamp(0, 1), coverage, {"confidence": conf})
