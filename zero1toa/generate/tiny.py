@@ -189,6 +189,16 @@ def _ip_adapter_state(unet_motion, image_embed_dim: int, seed: int) -> dict[str,
     return state
 
 
+def tiny_image_encoder(projection_dim: int):
+    """A tiny CLIP vision encoder with projection (32 px images); random weights from the global RNG."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    config = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8, projection_dim=projection_dim
+    )
+    return CLIPVisionModelWithProjection(config).eval()
+
+
 def tiny_vae(resolution: int):
     """A tiny SD-style AutoencoderKL (x8, 4 latent channels) that behaves like the trained one where
     tests depend on it: a near-deterministic posterior and a calibrated ``scaling_factor``.
@@ -236,7 +246,7 @@ def tiny_components(
         UNet2DConditionModel,
         UNetMotionModel,
     )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     if resolution % 16 != 0 or resolution <= 0:
         raise ValueError(f"tiny model resolution must be a positive multiple of 16, got {resolution}")
@@ -308,17 +318,7 @@ def tiny_components(
         )
 
         if with_ip_adapter:
-            image_encoder = CLIPVisionModelWithProjection(
-                CLIPVisionConfig(
-                    hidden_size=32,
-                    intermediate_size=64,
-                    num_hidden_layers=2,
-                    num_attention_heads=4,
-                    image_size=32,
-                    patch_size=8,
-                    projection_dim=32,
-                )
-            ).eval()
+            image_encoder = tiny_image_encoder(projection_dim=32)
             out["image_encoder"] = image_encoder
             unet_motion = UNetMotionModel.from_unet2d(unet, adapter, load_weights=False)
             flat = _ip_adapter_state(unet_motion, image_encoder.config.projection_dim, seed + 2)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..render.camera import Cameras, project_points
-from ..render.mesh_raster import interpolate, rasterize_mesh, vertex_normals
+from ..render.mesh_raster import rasterize_mesh, vertex_normals
 
 #: Head parts whose appearance the atlas holds (the eyeballs and the mouth interior have their own).
 ATLAS_PARTS: tuple[str, ...] = ("face", "skull", "neck", "torso", "backdrop")

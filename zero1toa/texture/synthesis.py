@@ -682,7 +682,7 @@ def synthesize(
     min_candidates = 8
     ok = valid_centres(half * math.sqrt(2.0) + 2.5) if rotate else np.zeros(0, bool)
     if rotate and ok.sum() < min_candidates:
-        log.info("exemplar too small for rotated patches (%d); synthesising unrotated", int(ok.sum()))
+        log.debug("exemplar too small for rotated patches (%d); synthesising unrotated", int(ok.sum()))
         info["rotation_dropped"] = True
         rotate = False
     if not rotate:

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ...utils.io import atomic_dir
-from ..tiny import tiny_vae
+from ..tiny import tiny_image_encoder, tiny_vae
 from .checkpoint import ARCH_FILE, IMAGE_ENCODER_DIR, UNET_CONFIG, VAE_DIR, AniPortraitArch, build_modules, make_arch
 
 TINY_CROSS_DIM = 16  # CLIP projection dim = UNet cross-attention dim
@@ -81,8 +81,6 @@ def tiny_networks(seed: int = 0, resolution: int = 64) -> tuple[dict, torch.nn.M
 
     The same arguments give bit-identical weights; the global torch RNG is left untouched.
     """
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
     if resolution % 64 != 0 or resolution <= 0:
         raise ValueError(f"tiny AniPortrait resolution must be a positive multiple of 64, got {resolution}")
     arch = tiny_arch()
@@ -91,17 +89,7 @@ def tiny_networks(seed: int = 0, resolution: int = 64) -> tuple[dict, torch.nn.M
         mods = build_modules(arch)
         _wake(mods, seed + 1)
         vae = tiny_vae(resolution)
-        image_encoder = CLIPVisionModelWithProjection(
-            CLIPVisionConfig(
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                image_size=32,
-                patch_size=8,
-                projection_dim=TINY_CROSS_DIM,
-            )
-        ).eval()
+        image_encoder = tiny_image_encoder(projection_dim=TINY_CROSS_DIM)
     return mods, vae, image_encoder, arch
 
 
