@@ -38,8 +38,9 @@ def test_rig_covers_the_mask_and_is_closed(fitted):
     fh, pre = fitted
     frags = rasterize_mesh(fh.head.neutral_vertices(), fh.head.faces, fh.camera)
     mask = torch.from_numpy(pre.mask) > 0.5
-    covered = (frags.mask[0] & mask).sum() / mask.sum()
-    assert covered > 0.97, f"the rig covers only {covered:.3f} of the foreground mask"
+    gaps = int((mask & ~frags.mask[0]).sum())
+    # no hole along the silhouette (each would be a notch in every view's outline); was 0.6 %
+    assert gaps <= 1e-4 * int(mask.sum()), f"{gaps} foreground pixels have no rig surface"
     # the back of the head exists: a camera behind the head sees skull triangles
     from zero1toa.progressive.schedules import orbit_from_reference, orbit_target
 

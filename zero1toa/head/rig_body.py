@@ -94,11 +94,19 @@ def add_backdrop(
     if missing.sum() < 4:
         return V, faces, weights, labels, 0
     g = cell_px or max(2, S // 96)
-    ny, nx = S // g + 1, S // g + 1
-    # active cells: any missing pixel inside (dilated by one cell so patches tuck under the mesh)
-    cells = cv2.resize(missing.astype(np.uint8), (nx - 1, ny - 1), interpolation=cv2.INTER_AREA) > 0
+    n = -(-S // g)  # cells per side; cell (y, x) is the quad over pixels [y g, (y + 1) g) x [x g, (x + 1) g)
+    ny, nx = n + 1, n + 1
+
+    def any_in_cell(px: np.ndarray) -> np.ndarray:
+        pad = n * g - S
+        return np.pad(px, ((0, pad), (0, pad))).reshape(n, g, n, g).any(axis=(1, 3))
+
+    # Active cells: any missing pixel inside (dilated by one cell so patches tuck under the
+    # mesh). Pooled exactly over each quad's pixels: an area-averaged 8-bit resize used to round
+    # cells with a thin sliver of missing pixels to zero, leaving gaps along the silhouette.
+    cells = any_in_cell(missing)
     cells = cv2.dilate(cells.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    cells &= cv2.resize((mask > 0.5).astype(np.uint8), (nx - 1, ny - 1), interpolation=cv2.INTER_AREA) > 0
+    cells &= any_in_cell(mask > 0.5)
     if not cells.any():
         return V, faces, weights, labels, 0
     from scipy import ndimage
