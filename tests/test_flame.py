@@ -324,3 +324,19 @@ def test_registry_errors(tmp_path):
     (tmp_path / "head.json").write_text(json.dumps({"kind": "bfm"}))
     with pytest.raises(UnknownHeadKindError, match="'bfm'.*flame.*facemesh-rig"):
         load_head(tmp_path)
+
+
+def test_the_embedded_generator_textures_a_flame_head(head):
+    """The default generator works on any head model (FLAME has no part labels, no atlas)."""
+    from zero1toa.generate.base import GenerationRequest
+    from zero1toa.generate.reprojection import ReprojectionConfig, ReprojectionGenerator
+    from zero1toa.render.camera import Cameras, intrinsics, look_at
+
+    v = head.neutral_vertices()
+    centre = v.mean(0)
+    eye = centre + torch.tensor([0.0, 0.0, 1.0])
+    cam = Cameras(look_at(eye, centre)[None], intrinsics(300.0, 64, 64)[None], 64, 64)
+    photo = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
+    gen = ReprojectionGenerator(head, photo, cam, config=ReprojectionConfig(resolution=32, supersample=1))
+    out = gen.generate(GenerationRequest(photo, torch.zeros(1, 3, 32, 32), cameras=cam.resized(32, 32), poses=HeadPose.neutral(1)))
+    assert out.frames.shape == (1, 3, 32, 32) and float(out.masks.mean()) > 0.05

@@ -176,7 +176,7 @@ class ReprojectionGenerator(VideoGenerator):
             self._atlas_faces = atlas_face_mask(head) if completion is not None else None
             self._atlas_rgb = completion.rgb_tensor() if completion is not None else None
         self._fingerprint = _fingerprint(
-            self.reference, self.ref_mask, self.ref_expression, head.template, head.faces, self._atlas_rgb, repr(self.cfg), reference_camera.viewmats, reference_camera.Ks
+            self.reference, self.ref_mask, self._v_ref, head.faces, self._atlas_rgb, repr(self.cfg), reference_camera.viewmats, reference_camera.Ks
         )
 
     def _part_colours(self, face_ids: Tensor, face_labels: Tensor | None) -> Tensor:
