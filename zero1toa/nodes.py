@@ -127,13 +127,13 @@ def initial_avatar(cfg: Config, head, reference):
     torch.manual_seed(cfg.run.seed)
     g = init_on_mesh(head, cfg.avatar.init, seed=cfg.run.seed, face_labels=labels, part_names=parts)
     atlas = getattr(reference, "completion", None)
-    if cfg.avatar.colour_from_reference and atlas is not None:
-        from .avatar.gaussians import colour_from_texture
-        from .texture.atlas import atlas_face_mask, lookup
-
-        rgb = atlas.rgb_tensor()
-        colour_from_texture(g, head, lambda p: lookup(rgb, atlas.layout, p), atlas_face_mask(head), reference.expression)
     if cfg.avatar.colour_from_reference:
+        if atlas is not None:  # the completed texture first (every Gaussian), the photo where it saw them
+            from .avatar.gaussians import colour_from_texture
+            from .texture.atlas import atlas_face_mask, lookup
+
+            rgb = atlas.rgb_tensor()
+            colour_from_texture(g, head, lambda p: lookup(rgb, atlas.layout, p), atlas_face_mask(head), reference.expression)
         pose = _reference_pose(reference)
         colour_from_reference(g, head, reference.image, reference.camera, reference.mask, reference.expression, pose)
     return g

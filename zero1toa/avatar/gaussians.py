@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..head.base import HeadModel, HeadPose
+from ..head.rig_mesh import MOUTH_INTERIOR_COLOURS
 
 SH_C0 = 0.28209479177387814
 
@@ -216,9 +217,7 @@ DEFAULT_PART_COLOURS = {
     "torso": (0.5, 0.5, 0.5),
     "eyeball": (0.85, 0.85, 0.82),
     "mouth": (0.3, 0.08, 0.08),
-    "teeth_upper": (0.86, 0.83, 0.76),
-    "teeth_lower": (0.80, 0.77, 0.70),
-    "tongue": (0.55, 0.26, 0.27),
+    **MOUTH_INTERIOR_COLOURS,
 }
 
 

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..head.base import HeadModel, HeadPose
+from ..head.rig_mesh import MOUTH_INTERIOR_COLOURS
 from ..render.camera import Cameras, project_points
 from ..render.mesh_raster import interpolate, rasterize_mesh, vertex_normals
 from ..utils.io import atomic_dir, digest_obj, read_json, write_json_atomic
@@ -249,9 +250,7 @@ def _part_colours(head: HeadModel, camera: Cameras, photo: Tensor, mask: Tensor)
         "eyeball": torch.tensor([0.85, 0.82, 0.80]),
         "mouth": torch.tensor([0.45, 0.16, 0.16]),
         "backdrop": skin,
-        "teeth_upper": torch.tensor([0.86, 0.83, 0.76]),
-        "teeth_lower": torch.tensor([0.80, 0.77, 0.70]),
-        "tongue": torch.tensor([0.55, 0.26, 0.27]),
+        **{name: torch.tensor(rgb) for name, rgb in MOUTH_INTERIOR_COLOURS.items()},
     }
     for p, name in enumerate(PARTS):
         if not found[p]:

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..head.base import HeadModel, HeadPose
+from ..head.rig_mesh import MOUTH_INTERIOR_COLOURS
 from ..render.camera import Cameras, project_points
 from ..render.mesh_raster import interpolate, rasterize_mesh, vertex_normals
 from ..texture.atlas import atlas_face_mask, lookup
@@ -62,9 +63,7 @@ class ReprojectionConfig:
 #: Colours of rig parts a photo rarely shows (linear RGB in [0, 1]).
 BUILT_IN_APPEARANCE: dict[str, tuple[float, float, float]] = {
     "mouth": (0.16, 0.05, 0.06),  # the cavity's walls, in shadow
-    "tongue": (0.55, 0.26, 0.27),
-    "teeth_upper": (0.86, 0.83, 0.76),
-    "teeth_lower": (0.80, 0.77, 0.70),  # lower teeth sit in the upper teeth's shadow
+    **MOUTH_INTERIOR_COLOURS,
 }
 
 

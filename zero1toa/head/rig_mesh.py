@@ -30,6 +30,14 @@ PART_NAMES: tuple[str, ...] = (
     "tongue",
 )
 
+#: Colours of the mouth's interior parts, which no photo of a closed mouth shows: the one table the
+#: initial Gaussians, the embedded generator's fill and the ground-truth subject all start from.
+MOUTH_INTERIOR_COLOURS: dict[str, tuple[float, float, float]] = {
+    "teeth_upper": (0.86, 0.83, 0.76),
+    "teeth_lower": (0.80, 0.77, 0.70),  # lower teeth sit in the upper teeth's shadow
+    "tongue": (0.55, 0.26, 0.27),
+}
+
 #: Joint indices, in :data:`zero1toa.head.base.JOINT_NAMES` order.
 ROOT, NECK, JAW, EYE_L, EYE_R = range(5)
 NUM_JOINTS = 5

@@ -21,7 +21,6 @@ ever fills the remainder (``rgb = c * observed + (1 - c) * completed``).
 
 from __future__ import annotations
 
-import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,6 @@ from ..utils.io import atomic_dir, read_json, write_json_atomic
 from . import synthesis
 from .atlas import AtlasLayout, layout_for_head, sample_photo
 
-log = logging.getLogger("zero1toa.texture")
 
 ATLAS_VERSION = "1"
 #: Texel provenance codes in ``TextureAtlas.source``.
