@@ -19,8 +19,8 @@ each start their own).
 
 from __future__ import annotations
 
+import logging
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,9 @@ prefect_env_defaults()
 from prefect import flow, task  # noqa: E402
 
 from zero1toa.config import Config, from_dict, to_dict  # noqa: E402
+from zero1toa.runfolder import folder_for_photo, run_name_for  # noqa: E402  (run_name_for: re-exported)
+
+log = logging.getLogger("zero1toa.batch")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -46,13 +49,12 @@ def find_portraits(folder: Path) -> list[Path]:
     return images
 
 
-def run_name_for(image: Path) -> str:
-    """A run name from the file name: letters, digits, ``-`` and ``_`` only."""
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", Path(image).stem).strip("_") or "portrait"
-
-
 def portrait_configs(images: list[Path], base: Config) -> list[dict]:
-    """One config per portrait: the base settings with ``run.name`` = the image's name."""
+    """One config per portrait: the base settings with ``run.name`` = the image's name, the same
+    folder ``zero1toa run IMAGE`` picks (:func:`zero1toa.runfolder.folder_for_photo`: a folder
+    that already holds another photo is never reused; that portrait gets ``<stem>-<digest>``)."""
+    from tasks.keys import image_digest
+
     configs, seen = [], set()
     for img in images:
         name = run_name_for(img)
@@ -60,6 +62,9 @@ def portrait_configs(images: list[Path], base: Config) -> list[dict]:
             raise ValueError(f"two portraits map to the run name {name!r}: rename one of them")
         seen.add(name)
         data = absolute_paths(to_dict(base))
+        name, note = folder_for_photo(Path(data["run"]["root"]), name, image_digest(img))
+        if note:
+            log.warning("%s", note)
         data["run"]["name"] = name
         configs.append(to_dict(from_dict(data)))
     return configs

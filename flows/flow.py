@@ -12,6 +12,10 @@ cached task (:mod:`tasks.nodes`). What a re-run does:
 - a cached node whose artifacts were deleted or changed on disk: re-run (the cached result is
   checked against the files before it is trusted, :func:`tasks.keys.artifacts_valid`).
 
+Run folders: the bundled portrait runs in ``<root>/sample``; a photo in ``<root>/<its file
+stem>`` (or ``<stem>-<digest>`` when that folder holds another photo, see
+:mod:`zero1toa.runfolder`); an explicit ``run.name=`` wins (:func:`name_run_for_photo`).
+
 Every pipeline run is an MLflow parent run; executed nodes are child runs with their params,
 metrics and digests, cached nodes are small child runs pointing at their producer.
 
@@ -56,8 +60,9 @@ from flows.tracking import end_pipeline, start_pipeline  # noqa: E402
 from tasks import keys  # noqa: E402
 from tasks.nodes import task_for  # noqa: E402
 from tasks.tracking import log_cached_node  # noqa: E402
-from zero1toa.config import Config, from_dict, to_dict  # noqa: E402
+from zero1toa.config import Config, RunConfig, from_dict, to_dict  # noqa: E402
 from zero1toa.nodes import run_dir_for  # noqa: E402
+from zero1toa.runfolder import folder_for_photo, record_input, recorded_input_digest, run_name_for  # noqa: E402
 
 log = logging.getLogger("zero1toa.flow")
 
@@ -85,6 +90,27 @@ def resolve_image(image: str | Path, cfg: Config) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"portrait not found: {image}")
     return path
+
+
+def explicit_run_name(overrides: list[str] | None) -> bool:
+    """Whether the user chose the run folder (a ``run.name=`` override)."""
+    return any(o.split("=", 1)[0].lstrip("+~") == "run.name" for o in overrides or [])
+
+
+def name_run_for_photo(image: str | Path, path: Path, cfg: Config, overrides: list[str] | None = None) -> tuple[Config, str | None]:
+    """``cfg`` with ``run.name`` = the photo's own folder name, and a note when it had to differ.
+
+    Unchanged for the bundled portrait (``sample``), for an explicit ``run.name=`` override, and
+    for a config whose ``run.name`` is not the default (a library caller chose it). Otherwise the
+    name is the photo's sanitised file stem, or ``<stem>-<digest>`` when that folder already
+    holds a different photo (:func:`zero1toa.runfolder.folder_for_photo`).
+    """
+    if str(image) == "sample" or explicit_run_name(overrides) or cfg.run.name != RunConfig().name:
+        return cfg, None
+    name, note = folder_for_photo(Path(cfg.run.root), run_name_for(path), keys.image_digest(path))
+    data = to_dict(cfg)
+    data["run"]["name"] = name
+    return from_dict(data), note
 
 
 def _flow_run_name() -> str:
@@ -165,6 +191,11 @@ def _portrait_flow_body(image: str, cfg: Config, run_dir: Path, refresh: bool, r
         "nodes": {},
     }
     image_digest = keys.image_digest(image)
+    held = recorded_input_digest(run_dir)
+    if held is not None and held != image_digest:  # only an explicit run.name gets here (see name_run_for_photo)
+        log.warning("%s was made from another photo (sha256 %s...); its results are replaced by this photo's (%s)", run_dir, held[:12], image)
+        summary["run_folder_note"] = f"{run_dir} held another photo; its results are replaced"
+    record_input(run_dir, Path(image), image_digest)
     results: dict[str, dict] = {}
     try:
         for node in keys.dag_nodes(cfg):
@@ -210,17 +241,24 @@ def run_portrait(
 ) -> dict[str, Any]:
     """Run the portrait flow for an already validated config (what ``zero1toa run`` calls).
 
-    The run folder is locked for the flow's duration (a second run of the same folder fails at
-    once, or waits with ``wait``), and records its settings (``overrides``, the resolved config)
-    for later commands on it (:mod:`flows.runconfig`).
+    A photo runs in its own folder (:func:`name_run_for_photo`; ``sample`` and an explicit
+    ``run.name`` keep theirs). The run folder is locked for the flow's duration (a second run of
+    the same folder fails at once, or waits with ``wait``), and records its settings
+    (``overrides``, the resolved config) for later commands on it (:mod:`flows.runconfig`).
     """
     from flows.runconfig import save_run_config
     from zero1toa.runlock import run_lock
 
     path = resolve_image(image, cfg)
+    cfg, note = name_run_for_photo(image, path, cfg, overrides)
+    if note:
+        log.warning("%s", note)
     with run_lock(run_dir_for(cfg), wait=wait):
         save_run_config(run_dir_for(cfg), cfg, overrides)
-        return portrait_flow(image=str(path), config=to_dict(cfg), refresh=refresh, retries=retries, retry_delays=retry_delays)
+        summary = portrait_flow(image=str(path), config=to_dict(cfg), refresh=refresh, retries=retries, retry_delays=retry_delays)
+    if note:
+        summary["run_folder_note"] = note
+    return summary
 
 
-__all__ = ["portrait_flow", "run_portrait", "resolve_image", "result_store", "outputs_summary", "prefect_env_defaults"]
+__all__ = ["portrait_flow", "run_portrait", "resolve_image", "name_run_for_photo", "explicit_run_name", "result_store", "outputs_summary", "prefect_env_defaults"]

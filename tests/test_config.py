@@ -83,3 +83,40 @@ def test_paper_preset_without_weights_fails_at_once_listing_everything(tmp_path)
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "runs").exists()  # nothing ran
     assert seconds < 15  # measured ~4 s, mostly interpreter and Hydra start-up
+
+
+def test_misspelled_override_names_the_key_its_neighbours_and_a_close_match():
+    """Hydra's "Could not override ... use +key" becomes the project's unknown-key message."""
+    with pytest.raises(ConfigError) as info:
+        compose(["train.optim.lrr=1"])
+    msg = str(info.value)
+    assert "unknown key 'train.optim.lrr'" in msg and "Could not override" not in msg
+    assert "valid keys of train.optim: means, means_final, opacities, quats, scales, sh0, shN_factor" in msg
+    with pytest.raises(ConfigError, match=r"unknown key 'train\.optim\.mean' \(did you mean 'train\.optim\.means'\?\)"):
+        compose(["preset=smoke", "train.optim.mean=1e-3"])
+    # the first segment that does not exist is the one named, with the top-level keys and groups
+    with pytest.raises(ConfigError, match=r"unknown key 'trian' \(did you mean 'train'\?\); valid top-level keys: .*generator"):
+        compose(["trian.optim.lrr=1"])
+    with pytest.raises(ConfigError, match=r"unknown key 'generatr' \(did you mean 'generator'\?\)"):
+        compose(["generatr=tiny"])
+    with pytest.raises(ConfigError, match=r"'train\.optim\.means' is a single setting"):
+        compose(["train.optim.means.x=1"])
+    with pytest.raises(ConfigError, match=r"unknown generator 'tinny' \(did you mean 'tiny'\?\); options: .*reprojection"):
+        compose(["generator=tinny"])
+
+
+@pytest.mark.parametrize("command", ["run sample", "schedule", "params", "evaluate runs/none", "generate sample --out /tmp/x"])
+def test_every_command_prints_the_unknown_key_message(command, capsys, tmp_path, monkeypatch):
+    """The CLI's one-line user error, for each command that takes overrides (no traceback, exit 1)."""
+    from flows.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    argv = command.split() + ["train.optim.lrr=1"]
+    if command.startswith("evaluate"):
+        (tmp_path / "runs" / "none").mkdir(parents=True)
+        argv = ["evaluate", str(tmp_path / "runs" / "none"), "train.optim.lrr=1"]
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert "unknown key 'train.optim.lrr'" in err and "valid keys of train.optim" in err, err
+    assert "Could not override" not in err and "Traceback" not in err

@@ -64,6 +64,40 @@ def test_second_run_executes_no_node(smoke_run):
     assert {n: v["output_digest"] for n, v in s["nodes"].items()} == {n: v["output_digest"] for n, v in smoke_run.first["nodes"].items()}
 
 
+def test_a_photo_runs_in_its_own_folder_and_a_rerun_reuses_its_cache(smoke_run, tmp_path):
+    """``run PHOTO`` without run.name: the folder is the photo's stem. A file named like the
+    smoke run holding the same bytes finds that folder and its cache (nothing executes); a
+    different photo of the same name never reuses it."""
+    import numpy as np
+    from PIL import Image
+
+    from flows.config import compose
+    from flows.flow import name_run_for_photo, run_portrait
+    from zero1toa.runfolder import INPUT_RECORD
+
+    overrides = [o for o in smoke_run.overrides if not o.startswith("run.name=")]
+    from tasks.keys import image_digest
+
+    assert json.loads((smoke_run.run_dir / INPUT_RECORD).read_text())["sha256"] == image_digest(smoke_run.run_dir / "input.png")
+    same = tmp_path / "same" / "smoke.png"
+    same.parent.mkdir()
+    shutil.copyfile(smoke_run.run_dir / "input.png", same)
+    s = run_portrait(same, compose(overrides), overrides=overrides)
+    assert Path(s["run_dir"]) == smoke_run.run_dir and s["run_name"] == "smoke"
+    assert s["executed"] == [] and s["cached"] == ALL_NODES
+    assert "run_folder_note" not in s
+
+    other = tmp_path / "other" / "smoke.png"
+    other.parent.mkdir()
+    Image.fromarray(np.ascontiguousarray(np.asarray(Image.open(same))[:, ::-1])).save(other)
+    cfg, note = name_run_for_photo(other, other, compose(overrides), overrides)
+    assert cfg.run.name == f"smoke-{image_digest(other)[:8]}" and cfg.run.root == smoke_run.cfg.run.root
+    assert note and str(smoke_run.run_dir) in note and "another photo" in note
+    # an explicit run.name wins; the bundled portrait keeps its own name
+    assert name_run_for_photo(other, other, compose(overrides + ["run.name=mine"]), overrides + ["run.name=mine"])[0].run.name == "mine"
+    assert name_run_for_photo("sample", smoke_run.run_dir / "input.png", compose(overrides), overrides)[0].run.name == "sample"
+
+
 def test_runs_show_on_the_prefect_server_with_states_durations_logs(smoke_run, orchestration):
     # The dashboard test needs the session's Prefect server; without one this is a failure, not a skip.
     assert orchestration.api_url is not None, orchestration.server_problem
@@ -224,3 +258,29 @@ def test_a_second_run_of_a_busy_folder_fails_at_once_naming_the_holder(orchestra
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_folder_for_photo_never_reuses_another_photos_folder(tmp_path):
+    """The naming rule alone (no flow): stem, same photo -> same folder, other photo -> stem-digest."""
+    from zero1toa.runfolder import folder_for_photo, record_input, recorded_input_digest, run_name_for
+
+    assert run_name_for("/x/My photo (1).final.JPG") == "My_photo_1_final"
+    assert run_name_for("/x/..jpg") == "portrait"
+    a, b = "a" * 64, "b" * 64
+    assert folder_for_photo(tmp_path, "me", a) == ("me", None)  # no folder yet
+    (tmp_path / "me").mkdir()
+    assert folder_for_photo(tmp_path, "me", a) == ("me", None)  # a folder with no record is free
+    record_input(tmp_path / "me", Path("me.jpg"), a)
+    assert folder_for_photo(tmp_path, "me", a) == ("me", None)  # the same photo: its own folder
+    name, note = folder_for_photo(tmp_path, "me", b)
+    assert name == "me-bbbbbbbb" and "holds another photo" in note
+    record_input(tmp_path / name, Path("me.jpg"), b)
+    assert folder_for_photo(tmp_path, "me", b)[0] == "me-bbbbbbbb"  # and the second photo keeps its folder
+    assert folder_for_photo(tmp_path, "me", "c" * 64)[0] == "me-cccccccc"  # a third photo: its own suffix
+    with pytest.raises(ValueError, match="run.name=NAME"):  # only a clash of the 8-digit prefix is left to the user
+        folder_for_photo(tmp_path, "me", "b" * 8 + "d" * 56)
+    # folders made before input.json existed are known by their preprocess manifest
+    (tmp_path / "old" / "preprocess").mkdir(parents=True)
+    (tmp_path / "old" / "preprocess" / "manifest.json").write_text(json.dumps({"node": "preprocess", "inputs": {"image": a}}))
+    assert recorded_input_digest(tmp_path / "old") == a
+    assert folder_for_photo(tmp_path, "old", b)[0] == "old-bbbbbbbb"

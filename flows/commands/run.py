@@ -7,7 +7,11 @@ import json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("image", help="portrait photo, or `sample` for the bundled portrait (scikit-image's astronaut, public domain)")
+    p.add_argument(
+        "image",
+        help="portrait photo (runs in RUN_ROOT/<its file stem>/, or <stem>-<digest>/ when that folder holds another photo; run.name=NAME chooses), "
+        "or `sample` for the bundled portrait (scikit-image's astronaut, public domain; runs/sample/)",
+    )
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. preset=smoke generator=tiny run.name=me stages.spatial.rounds=3")
     p.add_argument("--refresh", action="store_true", help="ignore every cached node result and run all nodes again")
     p.add_argument("--retries", type=int, default=None, help="retries per node for transient failures (default 2)")
@@ -19,6 +23,7 @@ def print_summary(summary: dict) -> None:
     nodes = summary["nodes"]
     width = max(len(n) for n in nodes) if nodes else 8
     print(f"run {summary['run_name']}: {len(summary.get('executed', []))} node(s) executed, {len(summary.get('cached', []))} from cache, {summary['seconds']:.1f} s")
+    print(f"run folder: {summary['run_dir']}" + (f" ({summary['run_folder_note']})" if summary.get("run_folder_note") else ""))
     for name, n in nodes.items():
         secs = "" if n["state"] == "Cached" else f"{n['seconds']:.1f} s"
         print(f"  {name:<{width}}  {n['state']:<9} {secs:>8}  outputs {n['output_digest'][:12]}")

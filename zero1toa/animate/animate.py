@@ -9,6 +9,10 @@ SOURCE (``drive``) is one of:
   :mod:`zero1toa.progressive.sequences` (expression columns by name or ``expr_i``, optional
   ``rotation_*``, ``neck_*``, ``jaw_*``, ``eye_*``, ``translation_*`` pose columns). Values are
   absolute: 0 is the head's neutral.
+- an **ARKit capture** (a Live Link Face style ``.csv``: ``Timecode``, 52 ARKit blendshape
+  columns, head and eye rotations), recognised by its columns and mapped onto the head's
+  expressions and neck/jaw/eye pose by :mod:`zero1toa.animate.arkit`; its frame rate comes from
+  the timecodes when they tell it.
 - a **driving video** (``.mp4``, ``.mov``, ``.avi``, ``.mkv``, ``.webm``, ``.gif``, ...): the
   shipped face-mesh model tracks it and the head's expression and pose are fitted per frame
   with temporal smoothing (:mod:`zero1toa.animate.tracker`); the fitted sequence is written as
@@ -156,10 +160,11 @@ def reference_view(resolved: ResolvedCheckpoint, head: HeadModel, info: dict) ->
 @dataclass
 class ResolvedDrive:
     sequence: DriveSequence
-    kind: str  # preset | csv | npz | video
+    kind: str  # preset | csv | npz | arkit | video
     source: str
-    fps: float | None  # the source's own rate (videos), else None
+    fps: float | None  # the source's own rate (videos, ARKit timecodes), else None
     track: TrackResult | None = None
+    info: dict | None = None  # what reading the source noted (ARKit: skipped rows, unknown columns, clipping)
 
 
 def drive_kind(drive: str | Path) -> str:
@@ -185,14 +190,26 @@ def resolve_drive(
     frames: int | None = None,
     tracker: TrackerConfig | None = None,
     progress: bool = False,
+    arkit_angles: str = "halfturns",
 ) -> ResolvedDrive:
     """SOURCE -> per-frame expressions and poses. ``frames``: a preset's length (default 48), or at
-    most this many frames of a file or video."""
+    most this many frames of a file or video. ``arkit_angles``: how an ARKit capture stores its
+    rotations (:data:`zero1toa.animate.arkit.ANGLE_UNITS`)."""
     kind = drive_kind(drive)
     if kind == "preset":
         seq = preset_sequence(str(drive), head, frames or 48)
         return ResolvedDrive(seq, kind, str(drive), None)
     path = Path(drive)
+    if kind == "csv":
+        from ..progressive.sequences import is_arkit_csv
+
+        if is_arkit_csv(path):
+            from .arkit import load_arkit_sequence
+
+            loaded, capture = load_arkit_sequence(path, head, angles=arkit_angles)
+            n = len(loaded) if frames is None else min(len(loaded), int(frames))
+            seq = DriveSequence(torch.from_numpy(loaded.expressions[:n]).float(), loaded.pose[:n], np.zeros(n), path.stem)
+            return ResolvedDrive(seq, "arkit", str(path), capture.fps, info=capture.info())
     if kind in ("csv", "npz"):
         from ..progressive.sequences import load_expression_sequence
 
@@ -299,6 +316,7 @@ def animate_avatar(
     tracker: TrackerConfig | None = None,
     chunk: int = 8,
     progress: bool = True,
+    arkit_angles: str = "halfturns",
 ) -> dict:
     """Render the avatar driven by ``drive`` (see the module docstring) into ``out``.
 
@@ -322,7 +340,7 @@ def animate_avatar(
     t_load = time.perf_counter()
 
     tracked_csv = None
-    drv = resolve_drive(drive, head, frames, tracker, progress)
+    drv = resolve_drive(drive, head, frames, tracker, progress, arkit_angles=arkit_angles)
     if drv.track is not None:
         tracked_csv = drv.track.save_csv(out.with_name(out.stem + ".tracked.csv"), head)
     seq = drv.sequence
@@ -373,6 +391,7 @@ def animate_avatar(
         "drive": {"kind": drv.kind, "source": drv.source, "name": seq.name},
         "tracked_csv": str(tracked_csv) if tracked_csv else None,
         "tracking": drv.track.info if drv.track is not None else None,
+        "arkit": drv.info if drv.kind == "arkit" else None,
         "avatar": str(resolved.avatar_dir),
         "camera": camera_source,
         "num_gaussians": gaussians.num_gaussians,

@@ -9,6 +9,9 @@ Formats (one row per frame):
   Missing expression columns are 0. Optional pose columns, axis-angle radians:
   ``rotation_x/y/z`` (global), ``neck_x/y/z``, ``jaw_x/y/z``, ``eye_left_x/y/z``,
   ``eye_right_x/y/z``, and ``translation_x/y/z`` in metres.
+- **ARKit / Live Link Face CSV** (52 ARKit blendshape columns such as ``EyeBlinkLeft`` or
+  ``jawOpen``, optional ``Timecode``, ``HeadYaw`` ...), recognised by its columns and mapped onto
+  the head by :mod:`zero1toa.animate.arkit`.
 - **NPZ** with arrays ``expression [T, E]`` and optionally ``rotation``, ``neck``, ``jaw``
   ``[T, 3]``, ``eyes [T, 6]``, ``translation [T, 3]``. Loaded with ``allow_pickle=False``.
 """
@@ -58,6 +61,10 @@ def load_expression_sequence(path: Path, head: HeadModel) -> ExpressionSequence:
     elif suffix == ".csv":
         import pandas as pd
 
+        if is_arkit_csv(path):
+            from ..animate.arkit import load_arkit_sequence
+
+            return load_arkit_sequence(path, head)[0]
         df = pd.read_csv(path)
         T = len(df)
         names = head.expression_names or []
@@ -93,6 +100,35 @@ def load_expression_sequence(path: Path, head: HeadModel) -> ExpressionSequence:
                 raise ValueError(f"{path}: {key} has shape {arr.shape}, expected ({T}, {len(POSE_GROUPS[key])})")
             setattr(pose, key, torch.from_numpy(arr))
     return ExpressionSequence(expr, pose.jaw.numpy().copy(), pose)
+
+
+def csv_header(path: Path) -> list[str]:
+    """The first non-empty row of a CSV file (its column names)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        for row in csv.reader(f):
+            if any(cell.strip() for cell in row):
+                return [c.strip() for c in row]
+    return []
+
+
+def is_arkit_csv(path: Path) -> bool:
+    """Whether a CSV is an ARKit capture (its columns name ARKit blendshapes or Live Link Face
+    rotations) rather than this module's own format: more ARKit columns than own ones. A column
+    spelled exactly as this format's (``jaw_open``) counts as this format's, never ARKit's."""
+    from ..animate.arkit import canonical_name, is_arkit_header
+
+    header = csv_header(Path(path))
+    if not is_arkit_header(header):
+        return False
+    own = set(sum(POSE_GROUPS.values(), ())) | {"frame", "time"}
+    from ..head.rig_expressions import EXPRESSION_NAMES
+
+    own |= set(EXPRESSION_NAMES)
+    n_own = sum(1 for c in header if c in own or c.startswith("expr_"))
+    n_arkit = sum(1 for c in header if c not in own and canonical_name(c) not in (None, "frame", "time"))
+    return n_arkit > n_own
 
 
 def save_expression_sequence(path: Path, expressions: np.ndarray, pose: HeadPose | None = None, names: list[str] | None = None) -> Path:
