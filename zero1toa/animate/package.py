@@ -94,7 +94,7 @@ def _presets(head) -> tuple[list[dict], list[dict]]:
     for name in EXPRESSION_PRESETS:
         try:
             e, jaw = head.expression_preset(name, 1.0)
-        except (KeyError, NotImplementedError):
+        except (KeyError, ValueError, NotImplementedError):  # a preset this head does not have
             continue
         named.append({"name": name, "expression": [round(float(x), 6) for x in e], "jaw": [float(x) for x in jaw]})
     drives = []

@@ -13,8 +13,9 @@ import time
 from importlib import resources
 from pathlib import Path
 
-#: Where ``zero1toa view RUN`` writes without --out (``zero1toa report`` links this path).
-DEFAULT_VIEW_NAME = Path("export") / "avatar.html"
+#: Where ``zero1toa view RUN`` writes without --out (``zero1toa report`` links this path);
+#: ``exports/`` is where every command-line export goes (see zero1toa.animate.export).
+DEFAULT_VIEW_NAME = Path("exports") / "avatar.html"
 
 
 def _asset(name: str) -> str:
@@ -40,8 +41,8 @@ def default_view_path(run_dir: Path) -> Path:
 def write_view(checkpoint: Path, out: Path | None = None) -> dict:
     """CHECKPOINT (avatar, round or run folder) -> the viewer page at ``out`` (atomic write).
 
-    ``out`` None: ``<run>/export/avatar.html`` (the avatar folder's parent chain has no run:
-    ``<avatar>/avatar.html``).
+    ``out`` None: ``<run>/exports/avatar.html`` (an avatar outside a run folder:
+    ``<avatar>/exports/avatar.html``).
     """
     from ..animate.animate import reference_view, resolve_checkpoint
     from ..animate.package import build_package
@@ -54,7 +55,7 @@ def write_view(checkpoint: Path, out: Path | None = None) -> dict:
     camera, camera_source = reference_view(resolved, head, info)
     package = build_package(gaussians, head, camera, info={"avatar": str(resolved.avatar_dir), "camera_source": camera_source})
     if out is None:
-        out = default_view_path(resolved.run_dir) if resolved.run_dir is not None else resolved.avatar_dir / "avatar.html"
+        out = default_view_path(resolved.run_dir if resolved.run_dir is not None else resolved.avatar_dir)
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"--out {out}: the viewer is one .html file")
