@@ -402,8 +402,9 @@ void main() { vec4 c = texelFetch(u_tex, ivec2(gl_FragCoord.xy), 0); frag = vec4
     this.pkg = pkg; this.meta = pkg.meta; this.avatar = new Avatar(pkg);
     this.splat = new Splatter(canvas, this.avatar);
     const cam = this.meta.camera, E = this.avatar.E;
+    const up = Math.max(1, 512 / Math.max(cam.width, cam.height)); // small reference crops are shown at 512 px
     this.state = { expression: new Array(E).fill(0), pose: new Array(18).fill(0), yaw: 0, elev: 0, zoom: 1,
-      width: cam.width, height: cam.height, viewmat: null, K: null, background: this.meta.render.background };
+      width: Math.round(cam.width * up), height: Math.round(cam.height * up), viewmat: null, K: null, background: this.meta.render.background };
     this.renderedFrames = 0; this.ready = false; this.error = null; this.lastStats = null;
     this.frameTimes = []; this.playing = null; this.onchange = null;
   }
@@ -545,7 +546,7 @@ void main() { vec4 c = texelFetch(u_tex, ivec2(gl_FragCoord.xy), 0); frag = vec4
     const meta = viewer.meta, s = viewer.state, panel = document.getElementById("panel"), status = document.getElementById("status");
     const sliders = [];
     function slider(parent, label, min, max, step, get, set) {
-      const row = el("label", { class: "row" }, parent); row.textContent = label;
+      const row = el("label", { class: "row" }, parent); el("span", { class: "lbl" }, row).textContent = label;
       const input = el("input", { type: "range", min: min, max: max, step: step }, row);
       const out = el("span", { class: "val" }, row);
       const sync = function () { const v = get(); input.value = v; out.textContent = (+v).toFixed(2); };
@@ -584,6 +585,7 @@ void main() { vec4 c = texelFetch(u_tex, ivec2(gl_FragCoord.xy), 0); frag = vec4
     file.addEventListener("change", function () { if (file.files[0]) loadCSV(file.files[0]); });
     document.addEventListener("dragover", function (ev) { ev.preventDefault(); });
     document.addEventListener("drop", function (ev) { ev.preventDefault(); if (ev.dataTransfer.files[0]) loadCSV(ev.dataTransfer.files[0]); });
+    viewer.playDrive = playDrive;
     function playDrive(d, name) { viewer.playing = { drive: d, name: name, start: performance.now(), paused: false }; pause.textContent = "pause"; status.textContent = "playing " + name + " (" + d.frames + " frames)"; }
     function stopDrive() { if (viewer.playing) { viewer.playing = null; viewer.driveYaw = 0; status.textContent = ""; } }
     viewer.refreshUI = function () { sliders.forEach(function (f) { f(); }); };
@@ -647,7 +649,10 @@ void main() { vec4 c = texelFetch(u_tex, ivec2(gl_FragCoord.xy), 0); frag = vec4
       api.getState = function () { return JSON.parse(JSON.stringify(viewer.state)); };
       api.camera = function () { return viewer.camera(); };
       api.benchmark = function (n, drive) { return viewer.benchmark(n || 60, drive); };
-      api.play = function (name) { viewer.playing = { drive: viewer.avatar.drives[name], name: name, start: performance.now(), paused: false }; };
+      api.play = function (name) {
+        if (!viewer.avatar.drives[name]) throw new Error("unknown drive preset " + name + "; presets: " + Object.keys(viewer.avatar.drives).join(", "));
+        viewer.playDrive(viewer.avatar.drives[name], name);
+      };
       api.parseCSV = function (text) { const d = parseCSV(text, viewer.meta, viewer.avatar.E); return { frames: d.frames, fps: d.fps, expression: Array.from(d.expression), pose: Array.from(d.pose) }; };
       api.meta = viewer.meta; api.targetFormat = viewer.splat.targetFormat; api.stats = function () { return viewer.lastStats; };
       if (q.play) api.play(q.play);
