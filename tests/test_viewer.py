@@ -112,6 +112,41 @@ def test_package_is_a_gltf_binary(avatar):
     start = bin_start + view["byteOffset"] + t1["byteOffset"]
     smile_dir = np.frombuffer(data[start : start + 12 * head.num_vertices], "<f4").reshape(-1, 3)
     assert np.array_equal(smile_dir, head.blendshapes[1].numpy())
+    # the glTF skin alone (nodes, inverse bind matrices, JOINTS_k / WEIGHTS_k) skins like the package's equations
+    def acc(i):
+        a = gltf["accessors"][i]
+        v = gltf["bufferViews"][a["bufferView"]]
+        dt = {5126: "<f4", 5123: "<u2", 5125: "<u4"}[a["componentType"]]
+        width = {"SCALAR": 1, "VEC3": 3, "VEC4": 4, "MAT4": 16}[a["type"]]
+        start = bin_start + v["byteOffset"] + a.get("byteOffset", 0)
+        return np.frombuffer(data[start : start + a["count"] * width * np.dtype(dt).itemsize], dt).reshape(a["count"], width)
+
+    from zero1toa.head.lbs import axis_angle_to_matrix
+    from zero1toa.animate.package import pose_vertices
+
+    skin = gltf["skins"][0]
+    aa = torch.tensor([[0.05, -0.1, 0.0], [0.1, 0.3, -0.05], [0.2, 0.0, 0.03], [0.0, 0.1, 0.0], [0.0, -0.1, 0.0]])
+    node_rot = {1 + j: axis_angle_to_matrix(aa[j]).double().numpy() for j in range(5)}
+    world = {}
+
+    def walk(n, parent):
+        local = np.eye(4)
+        local[:3, :3] = node_rot[n]
+        local[:3, 3] = gltf["nodes"][n]["translation"]
+        world[n] = parent @ local
+        for c in gltf["nodes"][n].get("children", []):
+            walk(c, world[n])
+
+    walk(skin["skeleton"], np.eye(4))
+    ibm = acc(skin["inverseBindMatrices"]).reshape(-1, 4, 4).transpose(0, 2, 1).astype(np.float64)
+    joint_mats = np.stack([world[n] @ ibm[i] for i, n in enumerate(skin["joints"])])
+    rest = np.concatenate([acc(prim["attributes"]["POSITION"]), np.ones((head.num_vertices, 1))], 1)
+    skinned = np.zeros((head.num_vertices, 4))
+    for k in range(2):
+        ids, w = acc(prim["attributes"][f"JOINTS_{k}"]).astype(int), acc(prim["attributes"][f"WEIGHTS_{k}"])
+        skinned += np.einsum("vi,viab,vb->va", w, joint_mats[ids], rest)
+    pose = np.concatenate([aa.reshape(-1).numpy(), np.zeros(3)])
+    assert np.abs(skinned[:, :3] - pose_vertices(read_package(data), np.zeros(head.expression_dim), pose)).max() < 1e-6
     with pytest.raises(ValueError, match="truncated"):
         read_package(data[:-8])
     with pytest.raises(ValueError, match="glTF 2.0"):

@@ -29,8 +29,8 @@ EXTENSION = "ZERO1TOA_gaussian_avatar"
 _GLB_MAGIC = 0x46546C67  # "glTF"
 _CHUNK_JSON = 0x4E4F534A
 _CHUNK_BIN = 0x004E4942
-_DTYPES = {"float32": np.float32, "float16": np.float16, "uint32": np.uint32, "int32": np.int32}
-_GLTF_COMPONENT = {np.dtype(np.float32): 5126, np.dtype(np.uint32): 5125}
+_DTYPES = {"float32": np.float32, "float16": np.float16, "uint32": np.uint32, "int32": np.int32, "uint16": np.uint16}
+_GLTF_COMPONENT = {np.dtype(np.float32): 5126, np.dtype(np.uint32): 5125, np.dtype(np.uint16): 5123}
 
 #: Named expressions stored for the page's buttons (each head maps them to its own space).
 EXPRESSION_PRESETS = ("neutral", "jaw_open", "smile", "frown", "pucker", "stretch", "blink", "surprise")
@@ -152,6 +152,7 @@ def build_package(
         "gaussian_opacity_logit": p["opacities"].numpy().astype(np.float16),
         "gaussian_sh": colors.astype(np.float16),
     }
+    arrays.update(_gltf_skin_arrays(rig))
     if rig.joint_expr_dirs is not None:
         arrays["joint_expr_dirs"] = rig.joint_expr_dirs.astype(np.float32)
     if rig.pose_dirs is not None:
@@ -188,6 +189,25 @@ def build_package(
     return _write_glb(arrays, meta, E)
 
 
+def _gltf_skin_arrays(rig: RigArrays) -> dict[str, np.ndarray]:
+    """The skin as glTF wants it: 4 influences per attribute set (JOINTS_k / WEIGHTS_k), every
+    joint kept (sets of 4, so 5 joints need two sets and nothing is dropped), and inverse bind
+    matrices that undo the rest joint locations (rest rotations are the identity)."""
+    V, J = rig.skin_weights.shape
+    out = {}
+    for k in range(-(-J // 4)):
+        ids = np.arange(4 * k, 4 * k + 4)
+        w = np.zeros((V, 4), np.float32)
+        live = ids < J
+        w[:, live] = rig.skin_weights[:, ids[live]]
+        out[f"gltf_joints_{k}"] = np.broadcast_to(np.where(live, ids, 0).astype(np.uint16), (V, 4)).copy()
+        out[f"gltf_weights_{k}"] = w
+    ibm = np.tile(np.eye(4, dtype=np.float32), (J, 1, 1))
+    ibm[:, :3, 3] = -rig.joints
+    out["gltf_inverse_bind"] = np.ascontiguousarray(ibm.transpose(0, 2, 1))  # column-major, as glTF stores MAT4
+    return out
+
+
 def _write_glb(arrays: dict[str, np.ndarray], meta: dict, num_targets: int) -> bytes:
     """Pack ``arrays`` into one BIN chunk (4-byte aligned views) + the glTF JSON describing them."""
     blob = bytearray()
@@ -219,16 +239,34 @@ def _write_glb(arrays: dict[str, np.ndarray], meta: dict, num_targets: int) -> b
     pos = accessor("template", "VEC3", V, 0, arrays["template"])
     idx = accessor("faces", "SCALAR", arrays["faces"].size)
     targets = [{"POSITION": accessor("expr_dirs", "VEC3", V, e * V * 12, arrays["expr_dirs"][e])} for e in range(num_targets)]
+    attributes = {"POSITION": pos}
+    sets = sum(1 for name in arrays if name.startswith("gltf_joints_"))
+    for k in range(sets):
+        attributes[f"JOINTS_{k}"] = accessor(f"gltf_joints_{k}", "VEC4", V)
+        attributes[f"WEIGHTS_{k}"] = accessor(f"gltf_weights_{k}", "VEC4", V)
+    joints, parents = arrays["joints"], [int(x) for x in arrays["parents"]]
+    J = len(parents)
+    names = meta["joint_names"] + [f"joint_{j}" for j in range(len(meta["joint_names"]), J)]
+    joint_nodes = []
+    for j, par in enumerate(parents):  # nodes 1..J: the skeleton at rest (translations only)
+        node = {"name": names[j], "translation": [float(x) for x in (joints[j] - (joints[par] if par >= 0 else 0))]}
+        children = [1 + c for c, pc in enumerate(parents) if pc == j]
+        if children:
+            node["children"] = children
+        joint_nodes.append(node)
+    roots = [1 + j for j, par in enumerate(parents) if par < 0]
+    ibm = accessor("gltf_inverse_bind", "MAT4", J)
     gltf: dict[str, Any] = {
         "asset": {"version": "2.0", "generator": "zero1toa"},
         "extensionsUsed": [EXTENSION],
         "scene": 0,
-        "scenes": [{"nodes": [0]}],
-        "nodes": [{"name": "head", "mesh": 0}],
+        "scenes": [{"nodes": [0, *roots]}],
+        "nodes": [{"name": "head", "mesh": 0, "skin": 0}, *joint_nodes],
+        "skins": [{"inverseBindMatrices": ibm, "joints": list(range(1, J + 1)), "skeleton": roots[0]}],
         "meshes": [
             {
                 "name": "head",
-                "primitives": [{"attributes": {"POSITION": pos}, "indices": idx, "mode": 4, "targets": targets}],
+                "primitives": [{"attributes": attributes, "indices": idx, "mode": 4, "targets": targets}],
                 "weights": [0.0] * num_targets,
                 "extras": {"targetNames": meta["expression_names"]},
             }

@@ -50,6 +50,7 @@
       if (spec.dtype === "float32") data = new Float32Array(bytes);
       else if (spec.dtype === "uint32") data = new Uint32Array(bytes);
       else if (spec.dtype === "int32") data = new Int32Array(bytes);
+      else if (spec.dtype === "uint16") data = new Uint16Array(bytes);
       else if (spec.dtype === "float16") { const h = new Uint16Array(bytes); data = new Float32Array(h.length); for (let i = 0; i < h.length; i++) data[i] = HALF[h[i]]; }
       else throw new Error("unknown dtype " + spec.dtype);
       arrays[name] = { data: data, shape: spec.shape };
