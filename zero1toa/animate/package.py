@@ -7,7 +7,8 @@ expression and pose (``zero1toa view`` does it in WebGL, :func:`pose_package` in
 
 Container: a standard GLB (``glTF`` magic, version 2, one JSON chunk, one BIN chunk). A glTF
 loader sees one mesh: the rest vertices (``POSITION``, float32), the triangles (uint32) and one
-morph target per expression coefficient (``mesh.extras.targetNames``). Everything else lives in
+morph target per expression coefficient (``mesh.extras.targetNames``), skinned to the joint nodes
+(inverse bind matrices, every weight in ``JOINTS_k``/``WEIGHTS_k`` sets of 4). Everything else lives in
 the extension ``ZERO1TOA_gaussian_avatar`` (listed in ``extensionsUsed``, not required): a
 ``arrays`` table ``name -> {bufferView, dtype, shape}`` (little-endian; dtype one of float32,
 float16, uint32, int32) plus the metadata below. The layout and the posing equations are in the
