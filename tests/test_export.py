@@ -148,3 +148,33 @@ def test_cli(smoke, tmp_path):
     assert main(["export", str(smoke), "--out", str(tmp_path / "cli_seq"), "--sequence", "blink", "--frames", "2", "--no-progress"]) == 0
     assert len(read_ply_sequence(tmp_path / "cli_seq")[1]) == 2
     assert main(["export", str(smoke), "--out", str(tmp_path / "bad.ply"), "--expression", "grin"]) == 1
+
+
+def test_cli_default_out_and_package(smoke, avatar, capsys):
+    """Without --out (the README's `zero1toa export AVATAR --format ply`) exports land in <run>/exports/,
+    printed; --format package writes the animated .glb there, readable by the package reader."""
+    import json
+
+    from flows.cli import main
+    from zero1toa.animate.package import pose_package, read_package
+
+    gaussians, head = avatar
+    exports = smoke / "exports"
+    assert main(["export", str(smoke), "--format", "ply"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["ply"] == str(exports / "avatar_neutral.ply")
+    _assert_same(read_ply(exports / "avatar_neutral.ply"), gaussians.posed(head, torch.zeros(1, head.expression_dim), HeadPose.neutral(1))[0])
+    assert main(["export", str(smoke / "spatial" / "round_1"), "--sequence", "blink", "--frames", "2", "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["folder"] == str(exports / "blink_ply")  # a round folder finds its run
+    assert main(["export", str(smoke), "--format", "package"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["package"] == str(exports / "avatar.glb") and summary["bytes"] == (exports / "avatar.glb").stat().st_size
+    pkg = read_package(exports / "avatar.glb")
+    expr, jaw = head.expression_preset("smile", 1.0)
+    pose = HeadPose.neutral(1)
+    pose.jaw = jaw[None]
+    got = pose_package(pkg, expr.numpy(), pose.as_vector()[0].numpy())
+    assert np.abs(got["means"] - gaussians.posed(head, expr[None], pose)[0].means.detach().numpy()).max() < 1e-6
+    assert main(["export", str(smoke), "--format", "package", "--out", "avatar.ply"]) == 1
+    assert ".glb" in capsys.readouterr().err
+    assert main(["export", str(smoke), "--format", "package", "--expression", "smile"]) == 1

@@ -34,6 +34,18 @@ from torch import Tensor
 from ..head.base import HeadModel, HeadPose
 
 SEQUENCE_FORMAT = "zero1toa-ply-sequence/1"
+#: Where exports go without --out: ``<run>/exports/`` (not ``<run>/export/``, the DAG's export
+#: node folder, which is replaced whole when that node re-runs).
+EXPORTS_FOLDER = "exports"
+
+
+def default_export_dir(checkpoint: Path) -> Path:
+    """``<run>/exports`` for a checkpoint inside a run folder, else ``<avatar folder>/exports``."""
+    from .animate import resolve_checkpoint
+
+    resolved = resolve_checkpoint(Path(checkpoint))
+    base = resolved.run_dir if resolved.run_dir is not None else resolved.avatar_dir
+    return Path(base) / EXPORTS_FOLDER
 
 
 @dataclass
@@ -97,8 +109,9 @@ def _posed_world(gaussians, head: HeadModel, expressions: Tensor, pose: HeadPose
         yield from gaussians.posed(head, expressions[sl], pose[sl])
 
 
-def export_frame(checkpoint: Path, out: Path, expression: str | Path | None = None, frame: int = 0) -> dict:
-    """One posed frame -> ``out`` (a .ply path, or a folder that receives ``avatar_<label>.ply``)."""
+def export_frame(checkpoint: Path, out: Path | None, expression: str | Path | None = None, frame: int = 0) -> dict:
+    """One posed frame -> ``out`` (a .ply path, or a folder that receives ``avatar_<label>.ply``;
+    None: :func:`default_export_dir`)."""
     from ..avatar.checkpoint import load_avatar
     from ..avatar.ply import export_ply
     from .animate import resolve_checkpoint
@@ -107,7 +120,7 @@ def export_frame(checkpoint: Path, out: Path, expression: str | Path | None = No
     resolved = resolve_checkpoint(Path(checkpoint))
     gaussians, head, _ = load_avatar(resolved.avatar_dir)
     posed = parse_expression(expression, head, frame)
-    out = Path(out)
+    out = default_export_dir(checkpoint) if out is None else Path(out)
     if out.suffix.lower() != ".ply":
         out = out / f"avatar_{posed.label}.ply"
     world = next(_posed_world(gaussians, head, posed.expression, posed.pose))
@@ -127,14 +140,15 @@ def export_frame(checkpoint: Path, out: Path, expression: str | Path | None = No
 
 def export_sequence(
     checkpoint: Path,
-    out_dir: Path,
+    out_dir: Path | None,
     source: str | Path,
     frames: int | None = None,
     fps: float | None = None,
     tracker=None,
     progress: bool = False,
 ) -> dict:
-    """An animation (any animate SOURCE) -> ``out_dir`` with numbered .ply frames + index.json."""
+    """An animation (any animate SOURCE) -> ``out_dir`` with numbered .ply frames + index.json
+    (None: ``<exports>/<source name>_ply``, see :func:`default_export_dir`)."""
     from ..avatar.checkpoint import load_avatar
     from ..avatar.ply import export_ply
     from ..progressive.sequences import save_expression_sequence
@@ -151,7 +165,7 @@ def export_sequence(
         # a turntable moves the camera, not the head: every .ply frame would be identical
         raise ValueError(f"drive {source!r} moves the camera, not the avatar; a .ply sequence of it would repeat one frame")
     rate = float(fps) if fps else (drv.fps or 24.0)
-    out_dir = Path(out_dir)
+    out_dir = default_export_dir(checkpoint) / f"{_slug(Path(str(source)).stem)}_ply" if out_dir is None else Path(out_dir)
     rows = []
     it = _posed_world(gaussians, head, seq.expressions, seq.pose)
     if progress:

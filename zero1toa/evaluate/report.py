@@ -156,6 +156,20 @@ def _figure(path: Path, caption: str, width: int | None = None) -> str:
     return f"<figure><figcaption>{html.escape(caption)}</figcaption><img{style} alt='{html.escape(caption)}' src='{data_uri(path)}'></figure>"
 
 
+def _viewer_link(run: Path, name: str, out: Path) -> str:
+    """A link to the run's viewer page where ``zero1toa view RUN`` writes it (relative to the report,
+    so it works from disk); the report does not embed it (about 1 MB per run)."""
+    import os
+
+    from ..viewer.page import default_view_path
+
+    page = default_view_path(run)
+    if not page.exists():
+        return f"<li><b>{html.escape(name)}</b>: no viewer page yet (run <code>zero1toa view {html.escape(str(run))}</code>)</li>"
+    href = Path(os.path.relpath(page.resolve(), out.resolve().parent)).as_posix()
+    return f"<li><b>{html.escape(name)}</b>: <a class='viewer' href='{html.escape(href)}'>animate the avatar in the browser</a> ({html.escape(str(page))})</li>"
+
+
 def build_report(run_dirs: list[Path], out: Path, title: str = "zero1toa: run comparison") -> Path:
     """Write the comparison page for ``run_dirs`` to ``out`` (atomically) and return its path."""
     run_dirs = [Path(r) for r in run_dirs]
@@ -188,6 +202,9 @@ def build_report(run_dirs: list[Path], out: Path, title: str = "zero1toa: run co
     if notes:
         parts += ["<h3>Why some values are null</h3><ul class='note'>", *notes, "</ul>"]
 
+    parts.append("<h2>In the browser</h2><ul>")
+    parts += [_viewer_link(run, name, Path(out)) for run, name in zip(run_dirs, names)]
+    parts.append("</ul>")
     parts.append("<h2>Contact sheets (rows: expressions, columns: views)</h2><div class='row'>")
     parts += [_figure(run / "evaluate" / "contact_sheet.png", name) for run, name in zip(run_dirs, names)]
     parts.append("</div><h2>Training curves</h2>")
