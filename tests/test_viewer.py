@@ -88,6 +88,17 @@ def test_package_reposes_like_the_avatar(avatar):
     assert np.allclose(pkg.arrays["drive_talk_expression"], talk.expressions.numpy(), atol=1e-6)
     assert np.allclose(pkg.arrays["drive_talk_pose"], talk.pose.as_vector().numpy(), atol=1e-6)
     assert pkg.arrays["drive_turntable_yaw_deg"][-1] == pytest.approx(360.0)
+    # the ARKit mapping the page plays dropped captures with: arkit_basis's matrices and name table
+    from zero1toa.animate.arkit import _CANONICAL, arkit_basis
+
+    basis, block = arkit_basis(head), pkg.meta["arkit"]
+    for key in ("expression", "jaw", "eyes"):
+        assert np.array_equal(pkg.arrays[block["arrays"][key]], getattr(basis, key).numpy()), key
+    assert block["keys"] == _CANONICAL and block["rotation"]["units"] == "halfturns" and block["unmapped"] == basis.unmapped
+    assert block["rotation"]["groups"]["head"] == {"columns": ["HeadYaw", "HeadPitch", "HeadRoll"], "joint": "neck", "pose_offset": 3}
+    assert read_package(build_package(gaussians, head, camera, arkit_angles="degrees")).meta["arkit"]["rotation"]["units"] == "degrees"
+    with pytest.raises(ValueError, match="angles must be one of"):
+        build_package(gaussians, head, camera, arkit_angles="turns")
 
 
 def test_package_is_a_gltf_binary(avatar):
@@ -170,6 +181,7 @@ def test_package_poses_flame(tmp_path):
         g.params[key].data += 0.2 * torch.randn(g.params[key].shape, generator=gen)
     pkg = read_package(build_package(g, head))
     assert "pose_dirs" in pkg.arrays and "joint_expr_dirs" in pkg.arrays
+    assert pkg.arrays["arkit_expression"].shape == (52, 10) and pkg.meta["arkit"]["approximate"]  # through FLAME's fitted presets
     cases = []
     for i in range(3):
         e = torch.randn(10, generator=gen)
@@ -292,3 +304,101 @@ def test_report_links_the_viewer_page(tmp_path_factory, tmp_path):
     text = build_report([run], tmp_path / "report.html").read_text()
     href = re.search(r"<a class='viewer' href='([^']+)'", text).group(1)
     assert (tmp_path / href).resolve() == page.resolve()
+
+
+ARKIT_CSV = __import__("pathlib").Path(__file__).parent / "data" / "arkit_capture.csv"
+
+
+def _messy_arkit_capture(path):
+    """tests/data/arkit_capture.csv made awkward: other tools' column names (``mouthSmile_L``,
+    ``blendShape.JawOpen``, lowercase, a quoted header cell), an unknown column, no right-eye
+    rotation columns (that eye falls back to ``eyeLook*``), jaw sideways and eyeLook values,
+    coefficients outside [0, 1], a non-number row, a short row and a blank line."""
+    import csv
+
+    rows = list(csv.reader(ARKIT_CSV.open(newline="")))
+    header, data = rows[0], rows[1:]
+    rename = {"MouthSmileLeft": "mouthSmile_L", "JawOpen": "blendShape.JawOpen", "EyeBlinkRight": "eyeblinkright", "EyeLookUpRight": "eyeLookUp_R"}
+    drop = {"RightEyeYaw", "RightEyePitch", "RightEyeRoll"}
+    keep = [i for i, c in enumerate(header) if c not in drop]
+    col = {c: keep.index(i) for i, c in enumerate(header) if i in keep}
+    out = [[rename.get(header[i], header[i]) for i in keep] + ["Confidence"]]
+    for t, row in enumerate(data):
+        r = [row[i] for i in keep] + ["0.9"]
+        r[col["JawLeft"]] = f"{0.1 * t:.3f}"
+        r[col["EyeLookUpRight"]] = f"{0.08 * t:.3f}"
+        r[col["EyeLookInRight"]] = f"{0.05 * (11 - t):.3f}"
+        if t == 3:
+            r[col["JawOpen"]] = "1.4"  # clipped to 1
+            r[col["BrowInnerUp"]] = "-0.2"  # clipped to 0
+        out.append(r)
+    out.insert(5, out[5][:-3])  # a short row
+    out.insert(8, list(out[8]))
+    out[8][col["MouthPucker"]] = "abc"  # not a number
+    lines = [",".join(r) for r in out]
+    lines[0] = lines[0].replace("HeadYaw", '"HeadYaw"')
+    lines.insert(10, "")
+    path.write_text("\r\n".join(lines) + "\r\n")
+    return path
+
+
+def _page_arkit(page, text, angles=None):
+    arg = json.dumps(text) + (f", {json.dumps(angles)}" if angles else "")
+    out = page.evaluate(f"window.zero1toaViewer.parseCSV({arg})")
+    T = out["frames"]
+    return out, np.array(out["expression"]).reshape(T, -1), np.array(out["pose"]).reshape(T, 18)
+
+
+@needs_chromium
+def test_browser_plays_arkit_capture(avatar, tmp_path, caplog):
+    """A Live Link Face CSV dropped on the page plays as ``zero1toa animate --drive capture.csv``
+    poses it: expressions, neck/jaw/eye pose and fps match ``load_arkit_sequence`` (float32 vs
+    float64 only), bad rows / unknown columns / clipping are reported, and a held frame's
+    screenshot matches ``render_avatar`` of the same frame."""
+    import logging
+
+    from zero1toa.animate.arkit import load_arkit_sequence
+    from zero1toa.avatar.render import render_avatar
+    from zero1toa.progressive.schedules import orbit_target
+    from zero1toa.render.camera import orbit_from_reference
+    from zero1toa.viewer.browser import open_viewer
+
+    gaussians, head, camera = avatar
+    messy = _messy_arkit_capture(tmp_path / "messy.csv")
+    path = _page_and_python(avatar, tmp_path)
+    with open_viewer(path, SIZE, SIZE) as page:
+        for csv_path, angles in ((ARKIT_CSV, None), (messy, None), (messy, "radians")):
+            with caplog.at_level(logging.WARNING, logger="zero1toa.animate.arkit"):
+                seq, capture = load_arkit_sequence(csv_path, head, angles=angles or "halfturns")
+            out, expr, pose = _page_arkit(page, csv_path.read_text(), angles)
+            label = f"{csv_path.name} {angles}"
+            assert out["kind"] == "arkit" and out["frames"] == len(seq), label
+            assert out["capture_fps"] == capture.fps == 60.0, label
+            assert np.abs(expr - seq.expressions).max() < 1e-5, label
+            assert np.abs(pose - seq.pose.as_vector().numpy()).max() < 1e-5, label
+            assert len(out["skipped"]) == len(capture.skipped_rows) and out["skipped"] == capture.skipped_rows, label
+            assert out["unknown"] == capture.unknown_columns and out["clipped"] == capture.clipped, label
+        # the messy file exercised what it should: jaw sideways, the right eye from eyeLook*, the left from its columns
+        ref = seq.pose.as_vector().numpy()
+        assert np.abs(ref[:, 6:9]).max() > 0.05 and np.abs(ref[:, 12:15]).max() > 0.1 and np.abs(ref[:, 9:12]).max() > 0.01
+        assert capture.clipped == 3 and capture.unknown_columns == ["Confidence"] and len(capture.skipped_rows) == 2
+        assert "line 9, column MouthPucker: 'abc' is not a number" in capture.skipped_rows
+        # the status line names what was skipped, ignored and clipped (Python warns the same)
+        played = page.evaluate(f"window.zero1toaViewer.playCSV({json.dumps(messy.read_text())}, 'messy.csv')")
+        expected = ["ARKit capture, 12 frames at 60 fps", "skipped 2 row(s): " + "; ".join(capture.skipped_rows),
+                    "ignored column(s) that are not ARKit blendshapes or Live Link Face rotations: Confidence", "clipped 3 blendshape value(s)"]  # fmt: skip
+        for text in expected:
+            assert text in played["status"], (text, played["status"])
+        assert "line 6" in caplog.text and "Confidence" in caplog.text
+        # one frame of the real capture, held, against the Python renderer
+        seq, _ = load_arkit_sequence(ARKIT_CSV, head)
+        f = int(np.argmax(np.abs(seq.pose.neck.numpy()).sum(1)))
+        played = page.evaluate(f"window.zero1toaViewer.playCSV({json.dumps(ARKIT_CSV.read_text())}, 'arkit_capture.csv', {f}) && window.zero1toaViewer.getState()")
+        assert np.abs(np.array(played["pose"]) - seq.pose.as_vector()[f].numpy()).max() < 1e-5
+        cam = orbit_from_reference(camera, [0.0], [0.0], orbit_target(head), SIZE)
+        with torch.no_grad():
+            ref_img = render_avatar(gaussians, head, cam, torch.from_numpy(seq.expressions[f : f + 1]), seq.pose[f : f + 1], background=1.0).rgb[0].permute(1, 2, 0).numpy()
+            neutral = render_avatar(gaussians, head, cam, torch.zeros(1, head.expression_dim), HeadPose.neutral(1), background=1.0).rgb[0].permute(1, 2, 0).numpy()
+        shot = page.screenshot(SIZE, SIZE)
+        assert psnr(neutral, ref_img) < 35.0  # the frame's turned head and open jaw are visible
+        assert psnr(shot, ref_img) > 40.0, psnr(shot, ref_img)

@@ -455,6 +455,55 @@ def load_arkit_sequence(path: Path, head: HeadModel, angles: str = "halfturns", 
     return arkit_sequence(capture, head), capture
 
 
+def viewer_mapping(head: HeadModel, angles: str = "halfturns") -> tuple[dict, dict[str, np.ndarray]]:
+    """What a viewer needs to play a capture as :func:`load_arkit_sequence` poses it on ``head``:
+    (JSON metadata, arrays ``arkit_expression [52, E]``, ``arkit_jaw [52, 3]``, ``arkit_eyes [52, 6]``).
+
+    Why all of it: the page (``zero1toa view``) reads a dropped CSV itself, so it must normalise
+    column names (the :func:`_key` table, precomputed here; the page ports ``_key``), tell an
+    ARKit file from the project's own format like :func:`zero1toa.progressive.sequences.is_arkit_csv`
+    (the own format's column names), scale and compose the rotations, and know which pose slot
+    each rotation group drives. The README ("The animated package") documents the block.
+    """
+    from ..head.rig_expressions import EXPRESSION_NAMES
+    from ..progressive.sequences import POSE_GROUPS
+
+    if angles not in ANGLE_UNITS:
+        raise ValueError(f"angles must be one of {', '.join(ANGLE_UNITS)}, got {angles!r}")
+    basis = arkit_basis(head)
+    groups = (("head", "neck", 3), ("left_eye", "eye_left", 9), ("right_eye", "eye_right", 12))
+    meta = {
+        "columns": list(ARKIT_NAMES),
+        "rotation_columns": list(ROTATION_NAMES),
+        "extra_columns": list(EXTRA_NAMES),
+        "keys": dict(_CANONICAL),  # _key(name) -> canonical name
+        "own_columns": sorted(set(sum(POSE_GROUPS.values(), ())) | {"frame", "time"} | set(EXPRESSION_NAMES)),
+        "own_prefix": "expr_",
+        "arrays": {"expression": "arkit_expression", "jaw": "arkit_jaw", "eyes": "arkit_eyes"},
+        "head": basis.head,
+        "unmapped": list(basis.unmapped),
+        "approximate": basis.approximate,
+        "clip": [0.0, 1.0],
+        "rotation": {
+            "units": angles,
+            "unit_scale": dict(ANGLE_UNITS),  # radians per stored unit
+            "convention": "R = Ry(yaw) Rx(-pitch) Rz(roll) -> axis-angle; head frame +x subject's left, +y up, +z out of the face",
+            "groups": {
+                g: {"columns": list(ROTATION_NAMES[3 * k : 3 * k + 3]), "joint": joint, "pose_offset": off}
+                for k, (g, joint, off) in enumerate(groups)
+            },
+            "eyes_fallback": "an eye whose group has no column in the file is turned by values @ arkit_eyes (eyeLook*)",
+        },
+        "timecode_rates": list(_STANDARD_RATES),
+    }
+    arrays = {
+        "arkit_expression": basis.expression.float().numpy().astype(np.float32),
+        "arkit_jaw": basis.jaw.float().numpy().astype(np.float32),
+        "arkit_eyes": basis.eyes.float().numpy().astype(np.float32),
+    }
+    return meta, arrays
+
+
 def mapping_table() -> list[tuple[str, str]]:
     """(ARKit name, what it drives) for all 52 shapes: the README's table."""
     out = []
@@ -487,4 +536,5 @@ __all__ = [
     "load_arkit_sequence",
     "mapping_table",
     "parse_timecode",
+    "viewer_mapping",
 ]

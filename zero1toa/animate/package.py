@@ -11,7 +11,8 @@ morph target per expression coefficient (``mesh.extras.targetNames``), skinned t
 (inverse bind matrices, every weight in ``JOINTS_k``/``WEIGHTS_k`` sets of 4). Everything else lives in
 the extension ``ZERO1TOA_gaussian_avatar`` (listed in ``extensionsUsed``, not required): a
 ``arrays`` table ``name -> {bufferView, dtype, shape}`` (little-endian; dtype one of float32,
-float16, uint32, int32) plus the metadata below. The layout and the posing equations are in the
+float16, uint32, int32) plus the metadata below, including the ``arkit`` block with which the page
+plays a dropped ARKit capture (:func:`zero1toa.animate.arkit.viewer_mapping`). The layout and the posing equations are in the
 README ("The animated package"); :data:`PACKAGE_FORMAT` names this version.
 """
 
@@ -124,8 +125,13 @@ def build_package(
     csv_mappings: list[dict] | None = None,
     background: float = 1.0,
     info: dict | None = None,
+    arkit_angles: str = "halfturns",
 ) -> bytes:
-    """The avatar's animated package as GLB bytes (see the module docstring and the README)."""
+    """The avatar's animated package as GLB bytes (see the module docstring and the README).
+
+    ``arkit_angles``: the rotation units the page assumes for a dropped ARKit capture (the
+    default of ``zero1toa animate --arkit-angles``; the page's URL option ``arkit_angles=`` overrides it).
+    """
     from ..progressive.schedules import orbit_target
     from .animate import frontal_camera
 
@@ -159,6 +165,10 @@ def build_package(
     if rig.pose_dirs is not None:
         arrays["pose_dirs"] = rig.pose_dirs.astype(np.float16)
     arrays.update(_drive_arrays(head))
+    from .arkit import viewer_mapping
+
+    arkit_meta, arkit_arrays = viewer_mapping(head, arkit_angles)
+    arrays.update(arkit_arrays)
 
     if camera is None:
         camera = frontal_camera(head)
@@ -177,6 +187,7 @@ def build_package(
         "expression_presets": named,
         "drive_presets": drives,
         "csv_mappings": list(csv_mappings or []),
+        "arkit": arkit_meta,
         "camera": {
             "viewmat": camera.viewmats[0].tolist(),
             "K": camera.Ks[0].tolist(),

@@ -25,9 +25,9 @@ def _asset(name: str) -> str:
 def build_page(package: bytes, title: str = "zero1toa avatar", info: str = "") -> str:
     """The viewer page for package bytes (a .glb of :func:`zero1toa.animate.package.build_package`)."""
     page = _asset("viewer.html")
-    script = _asset("viewer.js")
+    script = _asset("arkit.js") + "\n" + _asset("viewer.js")  # arkit.js: the ARKit capture reader viewer.js calls
     if "</script" in script.lower():
-        raise ValueError("viewer.js must not contain a closing script tag")
+        raise ValueError("the viewer scripts must not contain a closing script tag")
     parts = {"__TITLE__": html.escape(title), "__INFO__": html.escape(info), "__PACKAGE__": base64.b64encode(package).decode("ascii")}
     for key, value in parts.items():
         page = page.replace(key, value, 1)

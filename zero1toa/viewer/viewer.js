@@ -109,6 +109,7 @@
     this.shDegree = m.sh_degree; this.K = A.gaussian_sh.shape[1]; this.sh = A.gaussian_sh.data;
     this.verts = new Float64Array(this.V * 3); this.posed = new Float64Array(this.V * 3);
     this.means = new Float64Array(N * 3); this.cov = new Float64Array(N * 6);
+    this.arkit = m.arkit ? { meta: m.arkit, expression: A[m.arkit.arrays.expression].data, jaw: A[m.arkit.arrays.jaw].data, eyes: A[m.arkit.arrays.eyes].data } : null;
     this.drives = {};
     for (const d of m.drive_presets) {
       this.drives[d.name] = { expression: A["drive_" + d.name + "_expression"].data, pose: A["drive_" + d.name + "_pose"].data,
@@ -498,8 +499,14 @@ void main() { vec4 c = texelFetch(u_tex, ivec2(gl_FragCoord.xy), 0); frag = vec4
     return { expression: e, jaw: jaw };
   }
 
-  // The project's expression CSV (progressive/sequences.py), or another schema through csv_mappings.
-  function parseCSV(text, meta, E) {
+  // The project's expression CSV (progressive/sequences.py), an ARKit capture (arkit.js), or another
+  // schema through csv_mappings.
+  function parseCSV(text, meta, E, avatar, angles) {
+    text = text.replace(/^\ufeff/, "");
+    if (avatar && avatar.arkit) {
+      const K = window.zero1toaArkit, rows = K.csvRows(text), first = rows.find(function (r) { return r.some(function (c) { return c.trim().length; }); });
+      if (first && K.isArkitHeader(first.map(function (c) { return c.trim(); }), avatar.arkit.meta)) return K.parseArkit(rows, avatar.arkit, avatar.E, angles || avatar.arkit.meta.rotation.units);
+    }
     const lines = text.split(/\r?\n/).filter(function (l) { return l.trim().length; });
     if (lines.length < 2) throw new Error("the CSV has no frames (a header line and one row per frame)");
     const cols = lines[0].split(",").map(function (c) { return c.trim().replace(/^"|"$/g, ""); });
@@ -577,17 +584,21 @@ void main() { vec4 c = texelFetch(u_tex, ivec2(gl_FragCoord.xy), 0); frag = vec4
     const pause = el("button", {}, drives); pause.textContent = "pause";
     pause.onclick = function () { if (viewer.playing) { viewer.playing.paused = !viewer.playing.paused; pause.textContent = viewer.playing.paused ? "play" : "pause"; } };
     const file = el("input", { type: "file", accept: ".csv,text/csv" }, el("div", { class: "row" }, panel));
-    el("p", { class: "note" }, panel).textContent = "Drop an expression CSV on the page (or choose one) to play it. Drag: orbit, wheel: zoom, double-click: reset view.";
+    el("p", { class: "note" }, panel).textContent = "Drop an expression CSV or an ARKit / Live Link Face capture on the page (or choose one) to play it. Drag: orbit, wheel: zoom, double-click: reset view.";
     function loadCSV(f) {
       f.text().then(function (text) {
-        try { playDrive(parseCSV(text, meta, viewer.avatar.E), f.name); } catch (err) { status.textContent = "CSV: " + err.message; }
+        try { playDrive(parseCSV(text, meta, viewer.avatar.E, viewer.avatar, viewer.arkitAngles), f.name); } catch (err) { status.textContent = "CSV " + f.name + ": " + err.message; }
       });
     }
     file.addEventListener("change", function () { if (file.files[0]) loadCSV(file.files[0]); });
     document.addEventListener("dragover", function (ev) { ev.preventDefault(); });
     document.addEventListener("drop", function (ev) { ev.preventDefault(); if (ev.dataTransfer.files[0]) loadCSV(ev.dataTransfer.files[0]); });
     viewer.playDrive = playDrive;
-    function playDrive(d, name) { viewer.playing = { drive: d, name: name, start: performance.now(), paused: false }; pause.textContent = "pause"; status.textContent = "playing " + name + " (" + d.frames + " frames)"; }
+    function playDrive(d, name, frame) { // frame given: paused on that frame (scripts, tests)
+      viewer.playing = { drive: d, name: name, start: performance.now(), paused: frame !== undefined }; pause.textContent = frame !== undefined ? "play" : "pause";
+      status.textContent = "playing " + name + " (" + (d.kind === "arkit" ? "ARKit capture, " : "") + d.frames + " frames" + (d.kind === "arkit" ? " at " + d.fps + " fps" : "") + ")" + (d.notes && d.notes.length ? "; " + d.notes.join("; ") : "");
+      if (frame !== undefined) { showFrame(viewer, d, frame); viewer.render(); viewer.dirty = false; if (viewer.refreshUI) viewer.refreshUI(); }
+    }
     function stopDrive() { if (viewer.playing) { viewer.playing = null; viewer.driveYaw = 0; status.textContent = ""; } }
     viewer.refreshUI = function () { sliders.forEach(function (f) { f(); }); };
     // orbit camera
@@ -602,16 +613,18 @@ void main() { vec4 c = texelFetch(u_tex, ivec2(gl_FragCoord.xy), 0); frag = vec4
     canvas.addEventListener("dblclick", function () { s.viewmat = null; s.yaw = 0; s.elev = 0; s.zoom = 1; viewer.dirty = true; });
   }
 
+  function showFrame(viewer, d, f) { // a drive's frame f -> the viewer's state
+    const E = viewer.avatar.E;
+    viewer.state.expression = Array.from(d.expression.subarray(f * E, f * E + E));
+    viewer.state.pose = Array.from(d.pose.subarray(f * 18, f * 18 + 18));
+    viewer.driveYaw = d.yaw[f];
+  }
+
   function loop(viewer) {
     const fpsEl = document.getElementById("fps");
     function tick(now) {
       const p = viewer.playing;
-      if (p && !p.paused) {
-        const d = p.drive, f = Math.floor((now - p.start) / 1000 * d.fps) % d.frames, E = viewer.avatar.E;
-        viewer.state.expression = Array.from(d.expression.subarray(f * E, f * E + E));
-        viewer.state.pose = Array.from(d.pose.subarray(f * 18, f * 18 + 18));
-        viewer.driveYaw = d.yaw[f]; viewer.dirty = true;
-      }
+      if (p && !p.paused) { showFrame(viewer, p.drive, Math.floor((now - p.start) / 1000 * p.drive.fps) % p.drive.frames); viewer.dirty = true; }
       if (viewer.dirty) {
         viewer.dirty = false;
         const st = viewer.render();
@@ -640,6 +653,7 @@ void main() { vec4 c = texelFetch(u_tex, ivec2(gl_FragCoord.xy), 0); frag = vec4
       if (q.elev) s.elev = parseFloat(q.elev);
       if (q.zoom) s.zoom = parseFloat(q.zoom);
       if (q.bg) s.background = parseFloat(q.bg);
+      if (q.arkit_angles) viewer.arkitAngles = q.arkit_angles;
       if (q.expr) { const pe = parseExpression(q.expr, viewer.meta, viewer.avatar.E); s.expression = pe.expression; s.pose[6] = pe.jaw[0]; s.pose[7] = pe.jaw[1]; s.pose[8] = pe.jaw[2]; }
       if (q.ui === "0") document.body.classList.add("bare");
       document.body.style.background = "rgb(" + [0, 0, 0].map(function () { return Math.round(255 * s.background); }).join(",") + ")";
@@ -654,7 +668,18 @@ void main() { vec4 c = texelFetch(u_tex, ivec2(gl_FragCoord.xy), 0); frag = vec4
         if (!viewer.avatar.drives[name]) throw new Error("unknown drive preset " + name + "; presets: " + Object.keys(viewer.avatar.drives).join(", "));
         viewer.playDrive(viewer.avatar.drives[name], name);
       };
-      api.parseCSV = function (text) { const d = parseCSV(text, viewer.meta, viewer.avatar.E); return { frames: d.frames, fps: d.fps, expression: Array.from(d.expression), pose: Array.from(d.pose) }; };
+      const csvSummary = function (d) {
+        const out = { frames: d.frames, fps: d.fps, kind: d.kind || "csv", expression: Array.from(d.expression), pose: Array.from(d.pose) };
+        if (d.kind === "arkit") Object.assign(out, { capture_fps: d.capture_fps, notes: d.notes, skipped: d.skipped, unknown: d.unknown, clipped: d.clipped, angles: d.angles });
+        return out;
+      };
+      api.parseCSV = function (text, arkitAngles) { return csvSummary(parseCSV(text, viewer.meta, viewer.avatar.E, viewer.avatar, arkitAngles || viewer.arkitAngles)); };
+      api.playCSV = function (text, name, frame) { // as a dropped file; frame: hold that frame
+        const d = parseCSV(text, viewer.meta, viewer.avatar.E, viewer.avatar, viewer.arkitAngles);
+        if (frame !== undefined && !(frame >= 0 && frame < d.frames)) throw new Error("frame " + frame + " is outside the capture's " + d.frames + " frames");
+        viewer.playDrive(d, name || "capture.csv", frame);
+        return { frames: d.frames, fps: d.fps, kind: d.kind || "csv", notes: d.notes || [], status: document.getElementById("status").textContent };
+      };
       api.meta = viewer.meta; api.targetFormat = viewer.splat.targetFormat; api.stats = function () { return viewer.lastStats; };
       if (q.play) api.play(q.play);
       api.ready = true;
