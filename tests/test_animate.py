@@ -163,3 +163,24 @@ def test_cli(smoke, tmp_path, capsys):
     _check_video(out, 4, R)
     assert '"frames": 4' in capsys.readouterr().out
     assert main(["animate", str(smoke), "--drive", "dance", "--out", str(out)]) == 1
+
+
+def test_a_run_folder_resolves_to_its_own_schedules_last_round(tmp_path):
+    """A run re-made with fewer rounds keeps an older schedule's higher rounds on disk: the run's
+    avatar is its own schedule's last round (run_config.json), not the highest-numbered folder."""
+    from flows.config import compose
+    from flows.runconfig import save_run_config
+
+    run = tmp_path / "me"
+    for folder in ("spatial/round_1", "temporal/round_1", "temporal/round_2"):
+        (run / folder / "avatar").mkdir(parents=True)
+        (run / folder / "avatar" / "avatar.json").write_text("{}")
+    (run / "head").mkdir()
+    (run / "head" / "camera.json").write_text("{}")
+    assert find_final_avatar(run) == run / "temporal" / "round_2" / "avatar"  # no record: the newest
+    save_run_config(run, compose(["preset=smoke", "stages.spatial.rounds=1", "stages.temporal.rounds=1"]), [])
+    assert find_final_avatar(run) == run / "temporal" / "round_1" / "avatar"
+    assert resolve_checkpoint(run).avatar_dir == run / "temporal" / "round_1" / "avatar"
+    # its final round not trained yet (a run under way): the newest avatar there is
+    save_run_config(run, compose(["preset=smoke", "stages.spatial.rounds=1", "stages.temporal.rounds=3"]), [])
+    assert find_final_avatar(run) == run / "temporal" / "round_2" / "avatar"

@@ -76,14 +76,41 @@ def _round_index(folder: Path) -> int:
         return -1
 
 
+def _planned_final_round(run_dir: Path) -> str | None:
+    """The last round of the run's own schedule (``run_config.json``), e.g. ``temporal/round_2``.
+
+    A folder can hold rounds of an earlier, longer schedule (a run re-made with fewer rounds
+    leaves them behind): the run's avatar is its schedule's last round, not the highest number.
+    """
+    from ..config import from_dict
+    from ..dag import final_round
+    from ..utils.io import read_json
+
+    path = run_dir / "run_config.json"
+    if not path.is_file():
+        return None
+    try:
+        return final_round(from_dict(read_json(path)["config"])).folder
+    except Exception as exc:  # an unreadable or older record: fall back to the newest round
+        log.debug("%s: no round plan (%s)", path, exc)
+        return None
+
+
 def find_final_avatar(run_dir: Path) -> Path:
-    """The newest round's avatar of a run: the last temporal round with an avatar, else the last
-    spatial one (the DAG runs all spatial rounds, then the temporal ones)."""
+    """The run's final avatar: its schedule's last round (``run_config.json``) when that round is
+    trained; otherwise (no record, or a run still under way) the newest round's avatar: the last
+    temporal round with an avatar, else the last spatial one (all spatial rounds run first)."""
     run_dir = Path(run_dir)
+    planned = _planned_final_round(run_dir)
+    if planned is not None and (run_dir / planned / "avatar" / "avatar.json").is_file():
+        return run_dir / planned / "avatar"
     for stage in ("temporal", "spatial"):
         rounds = [p.parent.parent for p in (run_dir / stage).glob("round_*/avatar/avatar.json")]
         if rounds:
-            return max(rounds, key=_round_index) / "avatar"
+            newest = max(rounds, key=_round_index) / "avatar"
+            if planned is not None:
+                log.warning("%s: its final round %s has no avatar yet; using the newest one, %s", run_dir, planned, newest.parent.relative_to(run_dir))
+            return newest
     raise FileNotFoundError(
         f"{run_dir} holds no trained avatar (looked for temporal/round_*/avatar and spatial/round_*/avatar): run a round first"
     )
