@@ -38,7 +38,9 @@ def _copy_project(dst: Path) -> Path:
     shutil.copytree(PROJECT / ".dvc" / "hydra", dst / ".dvc" / "hydra", ignore=ignore)
     # the stages call .venv/bin/zero1toa relative to the project root, as in a real checkout
     (dst / ".venv").symlink_to(VENV_BIN.parent, target_is_directory=True)
-    (dst / ".gitignore").write_text("/.venv\n")
+    # the project's own ignores (run folders are git-ignored, as in a real checkout); git treats
+    # the .venv symlink as a file, which `.venv/` does not match
+    (dst / ".gitignore").write_text((PROJECT / ".gitignore").read_text() + "/.venv\n")
     return dst
 
 
