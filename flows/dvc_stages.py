@@ -27,7 +27,7 @@ HEADER = """\
 #                                         # (stages call .venv/bin/zero1toa: no PATH setup needed)
 #   dvc exp run -S generator=tiny -S stages.spatial.rounds=3
 #   dvc exp show                          # experiments side by side, with their metrics
-#                                         # (metrics/<run name>.json: git-tracked, so commit it)
+#                                         # (metrics/<run name>.json: git-tracked, not ignored)
 #   dvc plots show                        # offline HTML: the evaluation's PNG plots, no CDN
 #
 # What makes a stage stale is what makes its node's identity change (zero1toa/identity.py):

@@ -8,7 +8,8 @@
 #
 # The terminal gets one line per step; pip's own output (on some machines hundreds of "Location ...
 # is ignored" warnings from the index configuration) goes to .logs/setup.log. A step that runs long
-# prints a "still ..." line every ZERO1TOA_SETUP_TICK seconds (default 30). A failed step prints its
+# prints a "still ..." line after ZERO1TOA_SETUP_TICK seconds (default 30), then at doubling
+# intervals of at most 2 min. A failed step prints its
 # full error (pip's output without those warnings) and the log's path, and the script exits non-zero.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,8 +32,14 @@ step() {
   printf '\n=== %s  %s\n$ %s\n' "$(date '+%F %T')" "$what" "$*" >> "$LOG"
   local start=$SECONDS rc=0
   # (its sleep must die with it: an orphaned sleep would hold a piped stdout open for $TICK s)
+  # (the interval doubles up to 2 min: a slow install stays a handful of lines)
   ( trap 'kill "$nap" 2>/dev/null; exit 0' TERM
-    while :; do sleep "$TICK" >/dev/null 2>&1 & nap=$!; wait "$nap"; say "  still ${what%% (*}... ($((SECONDS - start)) s)"; done ) &
+    gap=$TICK
+    while :; do
+      sleep "$gap" >/dev/null 2>&1 & nap=$!; wait "$nap"
+      say "  still ${what%% (*}... ($((SECONDS - start)) s)"
+      gap=$((gap * 2 > 120 ? (TICK > 120 ? TICK : 120) : gap * 2))
+    done ) &
   local ticker=$!
   "$@" > "$out" 2>&1 || rc=$?
   kill "$ticker" 2>/dev/null || true
