@@ -102,13 +102,14 @@ def test_dashboards_show_a_smoke_run_in_a_browser(orchestration, tmp_path):
         summary = json.loads(run.stdout[run.stdout.index("{") :])
         flow_run_id = summary["flow_run_id"]
 
-        # Prefect: the runs page lists the flow run, its page lists one task run per node
-        prefect_runs = _page(f"{urls['prefect']}/runs", ARTIFACTS / "prefect_runs.png", "portrait-dash")
-        assert "portrait-dash" in prefect_runs and "zero1toa-portrait" in prefect_runs, prefect_runs[:2000]
-        flow_page = _page(f"{urls['prefect']}/runs/flow-run/{flow_run_id}", ARTIFACTS / "prefect_flow_run.png", "export")
+        # Prefect: the runs page lists the flow run; its task-runs tab one completed run per node
+        # (the flow run's own page draws its task runs on a canvas: a screenshot for a human)
+        flows_page = _page(f"{urls['prefect']}/runs", ARTIFACTS / "prefect_runs.png", "6 Task runs")  # (the count arrives last)
+        assert re.search(r"zero1toa-portrait portrait-dash \+0 Completed .*? 6 Task runs", flows_page), flows_page[:3000]
+        tasks_page = _page(f"{urls['prefect']}/runs?tab=task-runs", ARTIFACTS / "prefect_task_runs.png", "portrait-dash preprocess")
         for node in ("preprocess", "fit_head", "spatial_1", "temporal_1", "evaluate", "export"):
-            assert node in flow_page, (node, flow_page[:3000])
-        assert "Completed" in flow_page
+            assert f"zero1toa-portrait portrait-dash {node} +0 Completed" in tasks_page, (node, tasks_page[:3000])
+        _browser(f"{urls['prefect']}/runs/flow-run/{flow_run_id}", ARTIFACTS / "prefect_flow_run.png")
 
         # MLflow: `dashboard start` (run again: now the experiment exists) prints the runs page of
         # the project's experiment, which opens on the runs table, not the GenAI overview
@@ -119,8 +120,10 @@ def test_dashboards_show_a_smoke_run_in_a_browser(orchestration, tmp_path):
         c = tr.client(f"sqlite:///{home / '.mlflow' / 'mlflow.db'}")
         exp = c.get_experiment_by_name("zero1toa/dash")
         assert landing == f"{urls['mlflow']}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
-        runs_page = _page(landing, ARTIFACTS / "mlflow_runs.png", "evaluate")
-        assert "zero1toa/dash" in runs_page and "evaluate" in runs_page and "fit_head" in runs_page, runs_page[:3000]
+        runs_page = _page(landing, ARTIFACTS / "mlflow_runs.png", "matching runs")
+        # the runs table (Model training view) with the pipeline's parent run; its 6 node runs nest under it
+        assert "Model training" in runs_page and "zero1toa/dash" in runs_page and "7 matching runs" in runs_page, runs_page[:3000]
+        assert re.search(r"Run Name .*dash \(prefect ", runs_page), runs_page[:3000]
         ev = c.search_runs([exp.experiment_id], filter_string="tags.`zero1toa.node` = 'evaluate'")[0]
         fps = ev.data.metrics["fps_render"]
         run_page = _page(f"{urls['mlflow']}/#/experiments/{exp.experiment_id}/runs/{ev.info.run_id}?workflowType=machine_learning", ARTIFACTS / "mlflow_evaluate_run.png", "fps_render")
