@@ -217,6 +217,38 @@ def start(prefect_port: int | None = None, mlflow_port: int | None = None, root:
     return started
 
 
+#: MLflow 3.17's UI keeps a "workflow type" (GenAI or machine learning) in the browser and defaults
+#: to GenAI, whose pages are empty for our runs; this query parameter switches it (and is remembered).
+ML_WORKFLOW = "workflowType=machine_learning"
+
+
+def project_experiment(uri: str | None = None) -> str | None:
+    """Id of the project's most recently updated experiment (``zero1toa/<run name>``), or None.
+
+    Also tags it as a model-development experiment (see :data:`tasks.tracking.EXPERIMENT_KIND`),
+    so the UI shows its runs table rather than the GenAI overview.
+    """
+    from tasks import tracking as tr
+
+    def _find() -> str | None:
+        c = tr.client(uri)
+        ours = [e for e in c.search_experiments(max_results=1000) if e.name.startswith(tr.experiment_name(""))]
+        if not ours:
+            return None
+        exp = max(ours, key=lambda e: e.last_update_time or 0)
+        if (exp.tags or {}).get(tr.EXPERIMENT_KIND_TAG) != tr.EXPERIMENT_KIND:
+            c.set_experiment_tag(exp.experiment_id, tr.EXPERIMENT_KIND_TAG, tr.EXPERIMENT_KIND)
+        return exp.experiment_id
+
+    return tr.guarded("find the project's MLflow experiment", _find)
+
+
+def mlflow_landing_url(base: str, experiment_id: str | None) -> str:
+    """Where the MLflow UI should open: the experiment's runs (or the experiment list), ML view."""
+    page = f"experiments/{experiment_id}/runs" if experiment_id else "experiments"
+    return f"{base}/#/{page}?{ML_WORKFLOW}"
+
+
 def stop(root: Path | None = None) -> list[str]:
     return [name for name in ("prefect", "mlflow") if stop_service(name, root)]
 
@@ -253,4 +285,4 @@ def use_dashboard_if_running(root: Path | None = None) -> str | None:
     return url
 
 
-__all__ = ["start", "stop", "status", "launch", "stop_service", "wait_healthy", "detect_api_url", "use_dashboard_if_running", "free_port", "Service"]
+__all__ = ["start", "stop", "status", "project_experiment", "mlflow_landing_url", "launch", "stop_service", "wait_healthy", "detect_api_url", "use_dashboard_if_running", "free_port", "Service"]

@@ -24,8 +24,10 @@ HEADER = """\
 #
 #   zero1toa params preset=smoke          # compose conf/ into params.yaml (or: dvc exp run -S ...)
 #   dvc repro                             # run what changed; right after a finished run: nothing
+#                                         # (stages call .venv/bin/zero1toa: no PATH setup needed)
 #   dvc exp run -S generator=tiny -S stages.spatial.rounds=3
 #   dvc exp show                          # experiments side by side, with their metrics
+#                                         # (metrics/<run name>.json: git-tracked, not ignored)
 #   dvc plots show                        # offline HTML: the evaluation's PNG plots, no CDN
 #
 # What makes a stage stale is what makes its node's identity change (zero1toa/identity.py):
@@ -39,6 +41,17 @@ HEADER = """\
 """
 
 RUN = "${run.root}/${run.name}"
+
+#: The venv's own entry point, relative to the project root (where DVC runs every stage): `dvc repro`
+#: then works without `.venv/bin` on PATH and whichever Python runs DVC itself. The console script's
+#: shebang names the venv's interpreter; a bare `zero1toa` failed with "command not found" (exit 255).
+CLI = ".venv/bin/zero1toa"
+
+#: Where the evaluation's headline numbers go for DVC: a small git-tracked file (``cache: false``)
+#: outside the git-ignored run folders, so `dvc exp run` commits it into every experiment and `dvc exp
+#: show` shows numbers for experiments, not only for the workspace (a metric under ignored
+#: ``runs/`` showed `!` for every experiment). One file per run name.
+METRICS = "metrics/${run.name}.json"
 
 
 def _code_deps(kind: str) -> list[str]:
@@ -79,17 +92,17 @@ def render_stages() -> dict[str, Any]:
     round_params = [k for k in keys("round") if k != "stages"] + ["stages.progressive", *[f"${{item.reads[{i}]}}" for i in range(4)], "identity.round"]
     stages = {
         "portrait": {
-            "cmd": "zero1toa node portrait --out inputs/portrait.png",
+            "cmd": f"{CLI} node portrait --out inputs/portrait.png",
             "outs": [{"inputs/portrait.png": {"persist": True}}],
         },
         "preprocess": _stage(
-            "zero1toa node preprocess --image inputs/portrait.png",
+            f"{CLI} node preprocess --image inputs/portrait.png",
             ["inputs/portrait.png", *_code_deps("preprocess")],
             [*keys("preprocess"), "identity.preprocess"],
             [f"{RUN}/preprocess"],
         ),
         "fit_head": _stage(
-            "zero1toa node fit_head",
+            f"{CLI} node fit_head",
             [f"{RUN}/preprocess", *_code_deps("fit_head")],
             [*keys("fit_head"), "identity.fit_head"],
             [f"{RUN}/head"],
@@ -97,14 +110,14 @@ def render_stages() -> dict[str, Any]:
         "round": {
             "foreach": "${dag.rounds}",
             "do": _stage(
-                "zero1toa node round ${key}",
+                f"{CLI} node round ${{key}}",
                 [f"{RUN}/preprocess", f"{RUN}/head", f"{RUN}/${{item.inputs[0]}}", f"{RUN}/${{item.inputs[1]}}", *_code_deps("round")],
                 round_params,
                 [f"{RUN}/${{item.folder}}/dataset", f"{RUN}/${{item.folder}}/avatar", f"{RUN}/${{item.folder}}/manifest.json"],
             ),
         },
         "evaluate": _stage(
-            "zero1toa node evaluate",
+            f"{CLI} node evaluate --metrics-out {METRICS}",
             [f"{RUN}/preprocess", f"{RUN}/head", f"{RUN}/${{dag.final}}/avatar", *_code_deps("evaluate")],
             ["run.seed", *keys("evaluate"), "identity.evaluate"],
             [
@@ -118,10 +131,10 @@ def render_stages() -> dict[str, Any]:
                 # of whatever ran last in the workspace)
                 f"{RUN}/evaluate/metrics.json",
             ],
-            {"metrics": [f"{RUN}/evaluate/summary.json"]},
+            {"metrics": [{METRICS: {"cache": False}}]},
         ),
         "export": _stage(
-            "zero1toa node export",
+            f"{CLI} node export",
             [f"{RUN}/${{dag.final}}/avatar", *_code_deps("export")],
             [*keys("export"), "identity.export"],
             [f"{RUN}/export"],

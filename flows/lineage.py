@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from zero1toa.utils.io import digest_obj
+from zero1toa.utils.manifest import output_digest
 
 #: A few settings worth a column per node kind (dotted paths in the node's params).
 KEY_PARAMS = {
@@ -122,11 +122,12 @@ def lineage_from_folder(run_dir: Path, with_mlflow: bool = True):
     if not manifests:
         raise FileNotFoundError(f"no node manifests under {run_dir}: has this run started?")
     producers = _producer_runs(run_dir.name, run_dir) if with_mlflow else pd.DataFrame()
+    sources = _sources(manifests)
     rows = []
     for node in node_order(list(manifests)):
         man = manifests[node]
         kind = _kind(node)
-        out_digest = digest_obj(man.get("outputs", {}))
+        out_digest = output_digest(man)
         run = None
         if not producers.empty:
             hit = producers[producers["tags.zero1toa.output_digest"] == out_digest]
@@ -142,6 +143,8 @@ def lineage_from_folder(run_dir: Path, with_mlflow: bool = True):
             "dvc_exp": None if run is None else run.get("tags.zero1toa.dvc_exp"),
             "git_commit": None if run is None else _short(run.get("tags.mlflow.source.git.commit"), 10),
             "inputs": {k: _short(v) for k, v in (man.get("inputs") or {}).items()},
+            # which node (and which of its outputs) each input digest is: the chain, joined by digest
+            "from": {k: _source_name(sources, node, v) for k, v in (man.get("inputs") or {}).items()},
             "outputs": {k: _short(v) for k, v in (man.get("outputs") or {}).items()},
             "output_digest": _short(out_digest),
             "code_version": man.get("code_version"),
@@ -156,6 +159,46 @@ def lineage_from_folder(run_dir: Path, with_mlflow: bool = True):
         }
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _sources(manifests: dict[str, dict]) -> dict[str, list[tuple[str, str | None]]]:
+    """digest -> [(producing node, output name or None for its whole output digest)]."""
+    found: dict[str, list[tuple[str, str | None]]] = {}
+    for node, man in manifests.items():
+        found.setdefault(output_digest(man), []).append((node, None))
+        for name, d in (man.get("outputs") or {}).items():
+            found.setdefault(d, []).append((node, name))
+    return found
+
+
+def _source_name(sources: dict, consumer: str, digest: str | None) -> str | None:
+    """``"preprocess"`` (the node's whole output) or ``"spatial_1.avatar"`` (one output); None: external."""
+    for node, name in sources.get(digest, []):
+        if node != consumer:
+            return node if name is None else f"{node}.{name}"
+    return None
+
+
+def lineage_edges(run_dir: Path):
+    """Every input every node recorded, joined to the node that produced that digest.
+
+    One row per (consumer, input): ``digest`` (short), ``from_node`` and ``from_output`` (None
+    when the input came from outside the run, e.g. the photo, or when no manifest in the folder
+    produced it: a broken chain).
+    """
+    import pandas as pd
+
+    from zero1toa.runfolder import read_run_manifests
+
+    manifests = read_run_manifests(Path(run_dir).resolve())
+    sources = _sources(manifests)
+    rows = []
+    for node in node_order(list(manifests)):
+        for name, digest in (manifests[node].get("inputs") or {}).items():
+            src = _source_name(sources, node, digest)
+            up, _, output = (src or "").partition(".")
+            rows.append({"node": node, "input": name, "digest": _short(digest), "from_node": up or None, "from_output": output or None})
+    return pd.DataFrame(rows, columns=["node", "input", "digest", "from_node", "from_output"])
 
 
 def lineage_from_parent(run_id: str):
@@ -216,7 +259,7 @@ def _view(target: str, root: str | Path | None) -> dict[str, dict]:
             params.update(config_params(node, man.get("params") or {}))
             for k, v in (man.get("metrics") or {}).items():
                 metrics[metric_name(node, k)] = v
-            nodes[node] = _short(digest_obj(man.get("outputs", {})))
+            nodes[node] = _short(output_digest(man))
     else:
         from flows.tracking import get_run
 
@@ -257,4 +300,4 @@ def compare(a: str, b: str, root: str | Path | None = None, show_all: bool = Fal
     return tables
 
 
-__all__ = ["lineage", "lineage_from_folder", "lineage_from_parent", "compare", "resolve_target", "node_order", "metric_name"]
+__all__ = ["lineage", "lineage_edges", "lineage_from_folder", "lineage_from_parent", "compare", "resolve_target", "node_order", "metric_name"]

@@ -5,4 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+echo "[main] zero1toa run sample $*  (the DAG: preprocess -> fit_head -> rounds -> evaluate -> export)"
 exec .venv/bin/zero1toa run sample "$@"

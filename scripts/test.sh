@@ -6,8 +6,10 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # The HTML report is tested in a real browser: Debian's chromium, installed when we may.
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-  echo "[test] installing Debian chromium for the report test"
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "[test] chromium install failed; the browser test will skip"
+  echo "[test] installing Debian chromium for the browser tests (apt's output: .logs/setup.log)"
+  mkdir -p .logs
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >> .logs/setup.log 2>&1 \
+    || echo "[test] chromium install failed (see .logs/setup.log); the browser tests will skip"
 fi
 marker=(-m "not slow")
 if [ "${1:-}" = "--slow" ]; then marker=(); shift; fi

@@ -93,6 +93,10 @@ def is_local_store(uri: str) -> bool:
 
 @functools.lru_cache(maxsize=8)
 def _client(uri: str):
+    # a fresh SQLite store announces its table creation and migration at INFO on the terminal,
+    # before the run's first line: keep that to warnings (errors still show)
+    for name in ("mlflow.store.db.utils", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
@@ -137,6 +141,12 @@ def guarded(what: str, fn: Callable[[], T], default: T | None = None) -> T | Non
         return default
 
 
+#: MLflow 3's UI treats an experiment without this tag as a GenAI one and opens it on an empty
+#: traces/overview page; "custom_model_development" makes it open on the runs table (our nodes).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
 def ensure_experiment(name: str, uri: str | None = None) -> str:
     """Get or create the experiment; local stores keep its artifacts under the project."""
     from mlflow.exceptions import MlflowException
@@ -145,6 +155,8 @@ def ensure_experiment(name: str, uri: str | None = None) -> str:
     c = client(uri)
     exp = c.get_experiment_by_name(name)
     if exp is not None:
+        if EXPERIMENT_KIND_TAG not in (exp.tags or {}):  # made by an older version
+            c.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
     location = None
     if is_local_store(uri):
@@ -152,7 +164,7 @@ def ensure_experiment(name: str, uri: str | None = None) -> str:
         folder.mkdir(parents=True, exist_ok=True)
         location = folder.as_uri()
     try:
-        return c.create_experiment(name, artifact_location=location, tags={f"{TAG}.kind": "portrait"})
+        return c.create_experiment(name, artifact_location=location, tags={f"{TAG}.kind": "portrait", EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except MlflowException:  # created concurrently by another worker
         exp = c.get_experiment_by_name(name)
         if exp is None:

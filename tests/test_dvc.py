@@ -8,6 +8,7 @@ smoke preset; `dvc exp run` stashes and commits, so it must never run in the rea
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -35,7 +36,32 @@ def _copy_project(dst: Path) -> Path:
     for name in ("config", ".gitignore"):
         shutil.copy2(PROJECT / ".dvc" / name, dst / ".dvc" / name)
     shutil.copytree(PROJECT / ".dvc" / "hydra", dst / ".dvc" / "hydra", ignore=ignore)
+    # the stages call .venv/bin/zero1toa relative to the project root, as in a real checkout
+    (dst / ".venv").symlink_to(VENV_BIN.parent, target_is_directory=True)
+    # the project's own ignores (run folders are git-ignored, as in a real checkout); git treats
+    # the .venv symlink as a file, which `.venv/` does not match
+    (dst / ".gitignore").write_text((PROJECT / ".gitignore").read_text() + "/.venv\n")
     return dst
+
+
+def _path_without_the_venv() -> str:
+    """PATH minus every folder that holds a `zero1toa` script: stages must not rely on PATH."""
+    keep = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d and not (Path(d) / "zero1toa").exists()]
+    return os.pathsep.join(keep)
+
+
+def _experiment_metrics(shown: list, name: str) -> dict:
+    """`dvc exp show --json`: the metrics files of the experiment called ``name`` (not the workspace)."""
+    stack = list(shown)
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if item.get("name") == name and item.get("rev") != "workspace" and isinstance(item.get("data"), dict):
+                return item["data"].get("metrics") or {}
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    raise AssertionError(f"no experiment {name!r} in `dvc exp show --json`")
 
 
 def _set(overrides: list[str]) -> list[str]:
@@ -47,8 +73,11 @@ class Repo:
         self.path, self.orch = path, orch
 
     def run(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+        # the venv's tools by their path, and a PATH without the venv (the README's `.venv/bin/dvc
+        # repro` from a plain shell): a stage that calls a bare `zero1toa` fails here
         exe = str(VENV_BIN / args[0]) if (VENV_BIN / args[0]).exists() else args[0]
-        r = subprocess.run([exe, *args[1:]], cwd=self.path, env=self.orch.env(**GIT_ID), capture_output=True, text=True, timeout=timeout)
+        env = self.orch.env(**GIT_ID, PATH=_path_without_the_venv())
+        r = subprocess.run([exe, *args[1:]], cwd=self.path, env=env, capture_output=True, text=True, timeout=timeout)
         if check and r.returncode != 0:
             raise AssertionError(f"{' '.join(args)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
         return r
@@ -62,6 +91,7 @@ class Repo:
 def repo(orchestration, tmp_path_factory):
     path = _copy_project(tmp_path_factory.mktemp("dvc") / "project")
     r = Repo(path, orchestration)
+    assert shutil.which("zero1toa", path=_path_without_the_venv()) is None
     r.run("git", "init", "-q")
     r.run("zero1toa", "params", *SMOKE)
     r.commit("zero1toa smoke pipeline")
@@ -202,13 +232,27 @@ def test_exp_run_with_an_evaluation_override_reruns_only_evaluate(repo):
     params = yaml.safe_load((repo.path / "params.yaml").read_text())
     assert params["evaluate"]["fps_repeats"] == 1 and "dag" in params  # composed by DVC's Hydra integration
     shown = json.loads(repo.run("dvc", "exp", "show", "--json").stdout)
-    text = json.dumps(shown)
-    assert "fps-one" in text and "fps_render" in text and "summary.json" in text
+    # the experiment's own numbers, from the metrics file its commit holds (an ignored or missing
+    # file shows as `!` in `dvc exp show`, and as an error entry without "data" here)
+    metrics = _experiment_metrics(shown, "fps-one")
+    numbers = metrics["metrics/sample.json"]["data"]
+    assert isinstance(numbers["fps_render"], (int, float)) and numbers["fps_render"] > 0, metrics
+    committed = json.loads(repo.run("git", "show", f"{_exp_rev(repo, 'fps-one')}:metrics/sample.json").stdout)
+    assert committed["fps_render"] == numbers["fps_render"]
+    table = repo.run("dvc", "exp", "show", "--no-pager", "--csv").stdout
+    row = next(line for line in table.splitlines() if line.startswith("fps-one,"))
+    header = table.splitlines()[0].split(",")
+    assert row.split(",")[header.index("fps_render")] not in ("", "!"), table
     from flows.tracking import runs_frame
 
     df = runs_frame("sample")
     ev = df[(df.get("tags.zero1toa.dvc_exp") == "fps-one") & (df["tags.zero1toa.node"] == "evaluate")]
     assert len(ev) == 1  # the stage's MLflow run carries the experiment name
+
+
+def _exp_rev(repo, name: str) -> str:
+    refs = repo.run("git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps").stdout.splitlines()
+    return next(line.split()[0] for line in refs if line.endswith(f"/{name}"))
 
 
 def test_hydra_composition_turns_round_counts_into_stages(repo, tmp_path):

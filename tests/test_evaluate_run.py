@@ -142,10 +142,13 @@ def test_manifest_records_lineage(evaluated):
     on_disk = read_json(run / "evaluate" / "manifest.json")
     assert on_disk["node"] == manifest["node"] == "evaluate"
     assert on_disk["params"] == json.loads(json.dumps(asdict(cfg)))
+    from zero1toa.utils.manifest import output_digest, read_manifest
+
     assert on_disk["inputs"] == {
-        "avatar": digest_path(run / "temporal" / "round_1" / "avatar"),
-        "preprocess": digest_path(run / "preprocess"),
-        "head": digest_path(run / "head"),
+        "avatar": digest_path(run / "temporal" / "round_1" / "avatar"),  # the round's outputs["avatar"]
+        # whole upstream nodes: their output digests (what the producers' manifests name)
+        "preprocess": output_digest(read_manifest(run / "preprocess")),
+        "head": output_digest(read_manifest(run / "head")),
     }
     from zero1toa.evaluate.run import output_digest_of
 

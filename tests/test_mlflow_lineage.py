@@ -110,7 +110,7 @@ def _cli(module, **kwargs) -> str:
 
 def test_lineage_lists_the_chain(smoke_run):
     root = smoke_run.run_dir.parent
-    text = _cli("lineage", run="smoke", root=root, csv=False, json=False, no_mlflow=False)
+    text = _cli("lineage", run="smoke", root=root, csv=False, json=False, wide=False, no_mlflow=False)
     assert all(n in text for n in NODES) and "dataset version -> checkpoint" in text
     df = pd.read_csv(io.StringIO(_cli("lineage", run="smoke", root=root, csv=True, json=False, no_mlflow=False)))
     assert df["node"].tolist() == NODES
@@ -143,3 +143,43 @@ def test_compare_shows_what_differs(smoke_run):
     same = json.loads(_cli("compare", run_a=a, run_b=a, root=None, all=False, json=True))
     assert same["params"] == [] and same["nodes"] == [] and same["metrics"] == []
     run_portrait("sample", compose(smoke_run.overrides))  # restore the shared run folder
+
+
+def test_every_dag_edge_is_traced_by_digest(smoke_run, client):
+    """Each consumer's recorded input digest is its producer's digest, for every edge of the DAG.
+
+    (Consumers used to record a folder's content digest while producers named their output
+    digest: preprocess -> fit_head could not be joined.)
+    """
+    from flows.lineage import lineage_edges, lineage_from_folder
+    from zero1toa.dag import dag_nodes, upstream_nodes
+
+    edges = lineage_edges(smoke_run.run_dir)
+    traced = set(zip(edges["node"], edges["from_node"]))
+    expected = {(node, up) for node in dag_nodes(smoke_run.cfg) for up in upstream_nodes(smoke_run.cfg, node)}
+    assert len(expected) >= 8 and expected <= traced, sorted(expected - traced)
+    assert set(edges.loc[edges["from_node"].isna(), "input"]) <= {"image"}  # only the photo comes from outside
+    # the same join in the tables a user reads: each consumer's input = its producer's output digest
+    rows = {r["node"]: r for r in lineage_from_folder(smoke_run.run_dir).to_dict(orient="records")}
+    assert rows["fit_head"]["inputs"]["preprocess"] == rows["preprocess"]["output_digest"]
+    assert rows["spatial_1"]["inputs"]["head"] == rows["fit_head"]["output_digest"]
+    assert rows["fit_head"]["from"]["preprocess"] == "preprocess" and rows["temporal_1"]["from"]["previous_avatar"] == "spatial_1.avatar"
+    # and in MLflow: the consumer's zero1toa.in.* tag is the producer's zero1toa.output_digest tag
+    children = _children(client, smoke_run.first["parent_run_id"])
+    assert children["fit_head"].data.tags["zero1toa.in.preprocess"] == children["preprocess"].data.tags["zero1toa.output_digest"]
+    assert children["evaluate"].data.tags["zero1toa.in.head"] == children["fit_head"].data.tags["zero1toa.output_digest"]
+
+
+def test_lineage_fits_the_terminal_and_wide_shows_everything(smoke_run, monkeypatch):
+    root = smoke_run.run_dir.parent
+    monkeypatch.setenv("COLUMNS", "100")  # what shutil.get_terminal_size reads first
+    text = _cli("lineage", run="smoke", root=root, csv=False, json=False, wide=False, no_mlflow=False)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 100, max(lines, key=len)
+    rows = [line for line in lines[1 : lines.index("")] if not line.startswith(" ")]  # (wrapped "from" lines are indented)
+    table = {line.split()[0]: line for line in rows}
+    assert list(table) == NODES
+    assert table["fit_head"].split()[-1] == "preprocess"  # where its input came from, by name
+    assert "spatial_1.avatar" in text and "settings and metrics:" in text and "fps_render=" in text
+    wide = _cli("lineage", run="smoke", root=root, csv=False, json=False, wide=True, no_mlflow=False)
+    assert max(len(line) for line in wide.splitlines()) > 100 and "reference.png=" in wide  # every column, in full

@@ -19,7 +19,7 @@ from typing import Any
 from dataclasses import dataclass
 
 from .config import Config, node_params
-from .utils.io import digest_obj
+from .utils.manifest import output_digest as _output_digest
 from .utils.manifest import read_manifest
 
 
@@ -132,7 +132,7 @@ def node_seed(cfg: Config, node: str) -> int | None:
 
 def output_digest(manifest: dict) -> str:
     """One digest of a node's outputs (from its manifest): what downstream identities are built on."""
-    return digest_obj(manifest.get("outputs", {}))
+    return _output_digest(manifest)  # one definition, shared with what consumers record as inputs
 
 
 def upstream_from_disk(cfg: Config, run_dir: Path, node: str) -> dict[str, str]:

@@ -27,7 +27,7 @@ import torch
 from .config import Config, node_params
 from .dag import RoundPlan, final_round, plan_rounds, previous_round, run_dir_for  # noqa: F401  (the node layer's plan)
 from .identity import code_digest
-from .utils.manifest import Manifest, digest_path, read_manifest
+from .utils.manifest import Manifest, digest_path, read_manifest, upstream_digest
 
 log = logging.getLogger("zero1toa")
 
@@ -178,14 +178,15 @@ def node_round(run_dir: Path, cfg: Config, name: str, identity=None) -> dict:
         gaussians = initial_avatar(cfg, head, reference)
         previous_version = None
         previous_avatar = "init"
-        inputs = {"preprocess": digest_path(run_dir / "preprocess"), "head": digest_path(run_dir / "head")}
+        inputs = {"preprocess": upstream_digest(run_dir / "preprocess"), "head": upstream_digest(run_dir / "head")}
     else:
         prev_dir = run_dir / prev.folder
         if not (prev_dir / "avatar" / "avatar.json").exists():
             raise FileNotFoundError(f"round {name} needs {prev.name}'s outputs in {prev_dir}: run that round first")
         gaussians, head, _ = load_avatar(prev_dir / "avatar")
         previous_avatar = digest_path(prev_dir / "avatar")
-        inputs = {"head": digest_path(run_dir / "head"), "previous_avatar": previous_avatar}
+        # every round reloads the reference and the head: their output digests, as the identity's
+        inputs = {"preprocess": upstream_digest(run_dir / "preprocess"), "head": upstream_digest(run_dir / "head"), "previous_avatar": previous_avatar}
         previous_version = None
         if (prev_dir / "dataset" / "manifest.json").exists():  # SDS rounds write no dataset
             previous_version = load_version(prev_dir / "dataset")

@@ -21,11 +21,15 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "start":
         services = dashboard.start(args.prefect_port, args.mlflow_port, timeout=args.timeout)
         urls = {s.name: s.url for s in services}
+        # open MLflow on the runs of the project's experiment (its UI's own start page is an empty
+        # GenAI overview for runs like ours)
+        runs_url = dashboard.mlflow_landing_url(urls["mlflow"], dashboard.project_experiment())
         if args.json:
-            print(json.dumps({"prefect": urls["prefect"], "mlflow": urls["mlflow"], "PREFECT_API_URL": f"{urls['prefect']}/api"}))
+            print(json.dumps({"prefect": urls["prefect"], "mlflow": urls["mlflow"], "mlflow_runs": runs_url, "PREFECT_API_URL": f"{urls['prefect']}/api"}))
             return 0
-        print(f"Prefect dashboard  {urls['prefect']}")
-        print(f"MLflow UI          {urls['mlflow']}   (store: {tracking_uri()})")
+        print(f"Prefect dashboard  {urls['prefect']}/runs")
+        print(f"MLflow UI          {runs_url}")
+        print(f"                   (store: {tracking_uri()})")
         print("zero1toa run/batch in this project report to it automatically; other Prefect clients:")
         print(f"  export PREFECT_API_URL={urls['prefect']}/api")
         print("stop both with: zero1toa dashboard stop")

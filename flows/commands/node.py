@@ -27,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=DEFAULT_PORTRAIT, help="portrait: where to put the image")
     p.add_argument("--source", default="sample", help="portrait: image to copy there when it is missing (`sample` = the bundled portrait)")
     p.add_argument("--json", action="store_true", help="print the node's result record as JSON")
+    p.add_argument("--metrics-out", type=Path, default=None, help="evaluate: also write its summary.json here (dvc.yaml's git-tracked metrics file)")
     p.add_argument("--wait", action="store_true", help="when another process is running this run folder, wait for it instead of failing at once")
 
 
@@ -83,6 +84,22 @@ def check_params_identity(params_path: Path | None, cfg, kind: str) -> None:
         )
 
 
+def copy_summary(summary: Path, dest: Path) -> Path:
+    """The evaluation's flat numbers, copied (atomically) to where DVC reads metrics.
+
+    Run folders are git-ignored, and `dvc exp run` commits only git-tracked files into an
+    experiment: a metric inside ``runs/`` shows as `!` for every experiment but the workspace.
+    """
+    from zero1toa.utils.io import write_text_atomic
+
+    if not summary.is_file():
+        raise FileNotFoundError(f"--metrics-out: the evaluation wrote no {summary}")
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(dest, summary.read_text(encoding="utf-8"))
+    return dest
+
+
 def _split(name: str, args: list[str]) -> tuple[str, list[str]]:
     rest = list(args)
     if name == "round":
@@ -117,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
     from zero1toa.nodes import run_dir_for
 
     keys.node_kind(cfg, name)  # unknown node names fail before any work
+    if args.metrics_out is not None and keys.node_kind(cfg, name) != "evaluate":
+        raise ValueError(f"--metrics-out is an option of `zero1toa node evaluate`, not of {name}")
     from zero1toa.preflight import check_assets
 
     check_assets(cfg)  # and so does a missing weight folder or file
@@ -142,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
         except BaseException as exc:
             end_pipeline(ctx, "FAILED", {"partial": True, "nodes": {}, "error": f"{type(exc).__name__}: {exc}"})
             raise
+    if args.metrics_out is not None:
+        copy_summary(run_dir / result["folder"] / "summary.json", args.metrics_out)
     end_pipeline(ctx, "FINISHED", {"partial": True, "nodes": {name: {"node": name, "kind": result["kind"], "state": "Completed", "metrics": result["metrics"]}}})
     if args.json:
         print(json.dumps(result, indent=2, default=str))

@@ -34,7 +34,7 @@ import torch
 from .config import EvaluateConfig
 from ..utils.io import atomic_dir, write_json_atomic
 from ..identity import code_digest
-from ..utils.manifest import Manifest, Timer, digest_path
+from ..utils.manifest import Manifest, Timer, digest_path, upstream_digest
 from . import metrics as M
 
 log = logging.getLogger("zero1toa.evaluate")
@@ -519,7 +519,7 @@ def evaluate_run(run_dir: Path, avatar_folder: str, cfg: EvaluateConfig, seed: i
         write_json_atomic(out / "summary.json", rounded(dict(sheet.values)))  # numbers only: a clean `dvc exp show` target
 
         outputs = {p.relative_to(out).as_posix(): output_digest_of(p) for p in sorted(out.rglob("*")) if p.is_file()}
-        inputs = {"avatar": digest_path(avatar_dir), "preprocess": digest_path(run_dir / "preprocess"), "head": digest_path(run_dir / "head")}
+        inputs = {"avatar": digest_path(avatar_dir), "preprocess": upstream_digest(run_dir / "preprocess"), "head": upstream_digest(run_dir / "head")}
         if cfg.truth_dir:
             inputs["truth_subject"] = digest_path(Path(cfg.truth_dir))
         timings = {**timer.timings, "total": round(time.perf_counter() - t_start, 3)}

@@ -22,7 +22,7 @@ from ..texture.completion import CompletionConfig, TextureAtlas, complete_head_t
 from ..render.camera import Cameras, project_points
 from ..utils.io import atomic_dir, read_json, write_json_atomic
 from ..identity import code_digest
-from ..utils.manifest import Manifest, Timer, digest_path
+from ..utils.manifest import Manifest, Timer, digest_path, upstream_digest
 from .pipeline import PreprocessConfig, PreprocessOutputs, _jsonable, load_preprocess, preprocess_image
 
 log = logging.getLogger("zero1toa.preprocess")
@@ -133,7 +133,7 @@ def fit_head(preprocess_dir: Path, out_dir: Path, config: HeadFitConfig | None =
         manifest = Manifest(
             node="fit_head",
             params=_jsonable(asdict(cfg)),
-            inputs={"preprocess": digest_path(Path(preprocess_dir))},
+            inputs={"preprocess": upstream_digest(Path(preprocess_dir))},
             outputs={name: digest_path(tmp / name) for name in ("model", "camera.json", "fit.json", "completion") if (tmp / name).exists()},
             code_version=code_digest("fit_head"),
             seed=cfg.seed,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .io import read_json, sha256_file, sha256_tree, write_json_atomic
+from .io import digest_obj, read_json, sha256_file, sha256_tree, write_json_atomic
 
 MANIFEST_NAME = "manifest.json"
 
@@ -75,6 +75,23 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
         return read_json(path)
     except ValueError:
         return None
+
+
+def output_digest(manifest: dict[str, Any]) -> str:
+    """One digest of a node's outputs (from its manifest): what downstream identities are built on."""
+    return digest_obj(manifest.get("outputs", {}))
+
+
+def upstream_digest(folder: Path) -> str:
+    """What a consumer records as its input ``folder`` (a whole upstream node's folder).
+
+    The upstream node's :func:`output_digest`: the digest its own manifest, its MLflow run
+    (``zero1toa.output_digest``), the lineage table and the consumer's identity all name, so
+    ``zero1toa lineage`` can join every consumer to its producer. A folder no node wrote (no
+    manifest) falls back to its content digest.
+    """
+    man = read_manifest(Path(folder))
+    return output_digest(man) if man else digest_path(Path(folder))
 
 
 class Timer:
