@@ -37,12 +37,8 @@ PLACEHOLDERS = {
     "NAME": "preprocess",
     "A": "runs/a",
     "B": "runs/b",
-    "[overrides]": None,
-    "[overrides...]": None,
-    "[--write-dvc-yaml]": "--write-dvc-yaml",
-    "[--no-download]": "--no-download",
-    "[--wheel WHEEL]": "--wheel mediapipe.whl",
-    "[--out avatar.html]": "--out avatar.html",
+    "PATH": "out.ply",
+    "WHEEL": "mediapipe.whl",
 }
 CONFIG_GROUPS = ("preset", "generator", "head")
 
@@ -51,22 +47,35 @@ def _join_continuations(text: str) -> list[str]:
     return re.sub(r"\\\n\s*", " ", text).splitlines()
 
 
-def _readme_commands() -> list[str]:
-    """``zero1toa ...`` command lines of the README: fenced shell lines and inline code spans."""
+def _strip_comment(line: str) -> str:
+    """A shell line without its trailing comment (``  # ...`` or an aligned ``   (note)``)."""
+    return re.split(r"\s{2,}(?:#|\()", line)[0].strip()
+
+
+def _readme_commands() -> tuple[list[str], list[str]]:
+    """(examples, fragments): ``zero1toa ...`` lines of the README's code blocks and command table
+    (whole commands, parsed as given), and inline code in its prose (often a fragment of a
+    command, e.g. ```zero1toa animate --drive capture.csv```: its command and flags must exist)."""
     text = README.read_text(encoding="utf-8")
-    found: list[str] = []
+    examples: list[str] = []
+    fragments: list[str] = []
     fences = re.findall(r"```(?:bash|sh|console)?\n(.*?)```", text, flags=re.S)
     for block in fences:
         for line in _join_continuations(block):
-            line = line.split("  #")[0].strip()
+            line = _strip_comment(line)
             if line.startswith(("zero1toa ", ".venv/bin/zero1toa ")):
-                found.append(line)
+                examples.append(line)
     prose = re.sub(r"```.*?```", "", text, flags=re.S)
-    for span in re.findall(r"`([^`\n]+)`", prose):
-        span = span.replace("\\|", "|").strip()
-        if span.startswith(("zero1toa ", ".venv/bin/zero1toa ")):
-            found.append(span)
-    return found
+    for line in prose.splitlines():
+        spans = [sp.replace("\\|", "|").strip() for sp in re.findall(r"`([^`\n]+)`", line)]
+        spans = [sp for sp in spans if sp.startswith(("zero1toa ", ".venv/bin/zero1toa "))]
+        if line.startswith("| `zero1toa"):  # the command table: the first cell's commands are whole
+            cell = line.split("|")[1]
+            whole = [sp.replace("\\|", "|").strip() for sp in re.findall(r"`([^`\n]+)`", cell)]
+            examples += whole
+            spans = [sp for sp in spans if sp not in whole]
+        fragments += spans
+    return examples, fragments
 
 
 def _help_examples() -> list[str]:
@@ -77,18 +86,18 @@ def _help_examples() -> list[str]:
         parser = argparse.ArgumentParser(prog=f"zero1toa {name}")
         module.add_arguments(parser)
         for line in _join_continuations(parser.epilog or ""):
-            line = line.strip()
+            line = _strip_comment(line)
             if line.startswith("zero1toa "):
-                found.append(line.split("  #")[0].strip())
+                found.append(line)
     return found
 
 
 def _concrete(example: str) -> list[list[str]]:
     """The argv (after ``zero1toa``) of one example; alternatives (``start|stop``) each give one."""
     example = example.removeprefix(".venv/bin/")
-    for placeholder in ("[--out avatar.html]", "[--write-dvc-yaml]", "[--no-download]", "[--wheel WHEEL]", "[overrides...]", "[overrides]"):
-        value = PLACEHOLDERS[placeholder]
-        example = example.replace(placeholder, value or "")
+    for placeholder in ("[overrides...]", "[overrides]"):
+        example = example.replace(placeholder, "")
+    example = re.sub(r"\[(--[^\]]+)\]", r"\1", example)  # an optional flag group, given: [--out PATH]
     tokens = shlex.split(example)[1:]
     variants: list[list[str]] = [[]]
     for tok in tokens:
@@ -136,13 +145,28 @@ def _check(argv: list[str]) -> None:
         compose(overrides)
 
 
-README_EXAMPLES = _readme_commands()
+def _check_fragment(argv: list[str]) -> None:
+    """A command named in prose: it exists, and every ``--flag`` it shows is one of its options."""
+    while argv and argv[0] in ("-v", "--verbose", "--debug"):
+        argv = argv[1:]
+    if not argv or argv[0] in ("-h", "--help", "COMMAND"):
+        return
+    assert argv[0] in COMMANDS, f"unknown command {argv[0]!r}"
+    module = importlib.import_module(f"flows.commands.{COMMANDS[argv[0]][0]}")
+    parser = argparse.ArgumentParser(prog=f"zero1toa {argv[0]}")
+    module.add_arguments(parser)
+    flags = [a.split("=")[0] for a in argv[1:] if a.startswith("--")]
+    unknown = [f for f in flags if f not in parser._option_string_actions]
+    assert not unknown, f"`zero1toa {' '.join(argv)}`: no option {unknown} (options: {sorted(parser._option_string_actions)})"
+
+
+README_EXAMPLES, README_FRAGMENTS = _readme_commands()
 HELP_EXAMPLES = _help_examples()
 
 
 def test_examples_are_found():
     # the collector itself must see the README's command table and its code blocks
-    assert len(README_EXAMPLES) >= 20, README_EXAMPLES
+    assert len(README_EXAMPLES) >= 20 and len(README_FRAGMENTS) >= 10, (README_EXAMPLES, README_FRAGMENTS)
     commands = {ex.removeprefix(".venv/bin/").split()[1] for ex in README_EXAMPLES}
     assert {"run", "animate", "export", "evaluate", "dashboard", "params"} <= commands
     assert len(HELP_EXAMPLES) >= 8
@@ -152,6 +176,12 @@ def test_examples_are_found():
 def test_readme_example_parses(example):
     for argv in _concrete(example):
         _check(argv)
+
+
+@pytest.mark.parametrize("fragment", README_FRAGMENTS)
+def test_readme_fragment_names_real_options(fragment):
+    for argv in _concrete(fragment):
+        _check_fragment(argv)
 
 
 @pytest.mark.parametrize("example", HELP_EXAMPLES)
@@ -175,6 +205,9 @@ def test_checker_bites():
     # a missing required option and a misspelled setting both fail the check
     with pytest.raises(AssertionError, match="does not parse"):
         _check(["animate", "runs/sample", "--out", "a.mp4"])
+    with pytest.raises(AssertionError, match="no option"):
+        _check_fragment(["animate", "--drive", "x.csv", "--arkit-angle", "radians"])
+    assert _concrete("zero1toa export AVATAR --format ply [--out PATH]") == [["export", "runs/sample", "--format", "ply", "--out", "out.ply"]]
     from zero1toa.config import ConfigError
 
     with pytest.raises(ConfigError):
@@ -190,6 +223,6 @@ def test_every_command_help_runs(name, capsys):
 
 
 def test_readme_table_lists_every_command():
-    table = [ex.removeprefix(".venv/bin/").split()[1] for ex in README_EXAMPLES if len(ex.split()) > 1]
+    table = [ex.removeprefix(".venv/bin/").split()[1] for ex in README_EXAMPLES + README_FRAGMENTS if len(ex.split()) > 1]
     missing = sorted(set(COMMANDS) - set(table))
     assert not missing, f"commands the README never shows: {missing}"
