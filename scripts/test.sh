@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up (if needed) and run the test suite.   bash scripts/test.sh [--slow] [pytest args...]
 #   --slow   also run the long end-to-end tests (dashboard servers, longer resume runs)
+# Two test processes (pytest-xdist, a test file's tests stay in one process and in order), one
+# torch thread each; ZERO1TOA_TEST_WORKERS=1 runs them in this process alone (e.g. to debug).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -13,4 +15,7 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v a
 fi
 marker=(-m "not slow")
 if [ "${1:-}" = "--slow" ]; then marker=(); shift; fi
-exec .venv/bin/python -m pytest "${marker[@]}" "$@"
+workers=${ZERO1TOA_TEST_WORKERS:-2}
+parallel=()
+if [ "$workers" -gt 1 ]; then parallel=(-n "$workers" --dist loadfile); fi
+exec .venv/bin/python -m pytest "${marker[@]}" "${parallel[@]}" "$@"

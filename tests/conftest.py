@@ -10,11 +10,16 @@ import pytest
 from zero1toa.env import apply_defaults
 
 apply_defaults()
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+#: Torch threads per test process: 2 in all, shared among pytest-xdist's workers (the test
+#: command runs two on two cores: one thread each, so workers never oversubscribe the cores).
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # a worker (it inherits the controller's setting)
+    os.environ["OMP_NUM_THREADS"] = str(max(1, 2 // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+else:
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 import torch  # noqa: E402
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+torch.set_num_threads(min(int(os.environ["OMP_NUM_THREADS"]), torch.get_num_threads()))
 
 
 # Session fixtures of the orchestration tests, registered once here: imported into several

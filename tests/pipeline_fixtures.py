@@ -58,7 +58,7 @@ def orchestration(tmp_path_factory):
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     mp.setenv("ZERO1TOA_MLFLOW_ARTIFACT_ROOT", str(root / "mlflow_artifacts"))
     mp.setenv("ZERO1TOA_TRACKING", "strict")
-    mp.setenv("OMP_NUM_THREADS", "2")
+    mp.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))  # conftest's share of the cores
     mp.delenv("MLFLOW_RUN_ID", raising=False)
     from flows import dashboard
 

@@ -173,8 +173,9 @@ def test_repro_runs_every_stage_then_is_a_noop(repo):
 @pytest.mark.parametrize(
     "override, stale",
     [
-        ("evaluate.fps_repeats=1", {"evaluate"}),
-        ("stages.temporal.clips_per_round=3", {"temporal_1"}),
+        # (the first two also run with --slow; the third already spans several nodes and stages)
+        pytest.param("evaluate.fps_repeats=1", {"evaluate"}, marks=pytest.mark.slow),
+        pytest.param("stages.temporal.clips_per_round=3", {"temporal_1"}, marks=pytest.mark.slow),
         ("train.loss.l1=0.9", {"spatial_1", "temporal_1"}),
     ],
 )

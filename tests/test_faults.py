@@ -111,22 +111,22 @@ def _record(case: str, equal: bool | None, **info) -> None:
 # ----------------------------------------------------------------------------- SIGKILL
 
 #: (fault point, nodes the re-run must reuse). Each mechanism (a node's finished manifest, a kill
-#: inside a round, a kill inside an atomic file write, directory write and manifest write) runs in
-#: CI; the further points of the same mechanisms run with ``scripts/test.sh --slow``.
+#: in a round's training and after its dataset write, inside an atomic directory write and a
+#: manifest write) runs in CI; the other points of the same mechanisms with ``scripts/test.sh --slow``.
 _SLOW = pytest.mark.slow
 KILLS = [
     pytest.param("kill:after:preprocess", ["preprocess"], marks=_SLOW),
     pytest.param("kill:after:fit_head", ["preprocess", "fit_head"], marks=_SLOW),
     ("kill:after:spatial_1", ["preprocess", "fit_head", "spatial_1"]),
     pytest.param("kill:after:spatial_2", ["preprocess", "fit_head", "spatial_1", "spatial_2"], marks=_SLOW),
-    ("kill:after:evaluate", ["preprocess", "fit_head", "spatial_1", "spatial_2", "evaluate"]),
+    pytest.param("kill:after:evaluate", ["preprocess", "fit_head", "spatial_1", "spatial_2", "evaluate"], marks=_SLOW),
     # inside a round: generation (spatial_2's first clip: spatial_1 made two), training, dataset write
-    ("kill:round:generate@3", ["preprocess", "fit_head", "spatial_1"]),
+    pytest.param("kill:round:generate@3", ["preprocess", "fit_head", "spatial_1"], marks=_SLOW),
     ("kill:round:step@33", ["preprocess", "fit_head", "spatial_1"]),  # spatial_2, iteration 13 (checkpoint at 10)
     ("kill:dataset:written@2", ["preprocess", "fit_head", "spatial_1"]),
     # inside atomic writes: a file of the work folder, a checkpoint, an avatar folder, a manifest
     pytest.param("kill:write:initial.parquet@2", ["preprocess", "fit_head", "spatial_1"], marks=_SLOW),
-    ("kill:write:checkpoint.pt@5", ["preprocess", "fit_head", "spatial_1"]),  # spatial_2's first (4 per round)
+    pytest.param("kill:write:checkpoint.pt@5", ["preprocess", "fit_head", "spatial_1"], marks=_SLOW),  # spatial_2's first (4 per round)
     ("kill:write:avatar/@2", ["preprocess", "fit_head", "spatial_1"]),
     ("kill:write:manifest.json@2", []),  # preprocess's manifest, while its identity is recorded
 ]

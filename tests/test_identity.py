@@ -207,6 +207,7 @@ def test_batch_resolves_paths_before_they_reach_workers(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "w.safetensors").write_bytes(b"x")
+    (tmp_path / "me.png").write_bytes(b"a photo")  # read for its digest (which folder it runs in)
     base = compose(["run.root=relative_runs", "train.loss.lpips=0.1", "train.loss.lpips_weights=w.safetensors", "stages.temporal.sequences=[seq.csv]"])
     cfg = portrait_configs([tmp_path / "me.png"], base)[0]
     assert cfg["run"]["root"] == str(tmp_path / "relative_runs")
