@@ -64,7 +64,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 VPY=.venv/bin/python
 # --no-compile: Python compiles what is imported on first use; pip compiling every module of
-# every package up front made a fresh install take over 3.5 min here, 2.2 min without)
+# every package up front made a fresh install take over 3.5 min here (2.2 min without)
 PIP=("$VPY" -m pip install --disable-pip-version-check --no-input --no-compile)
 
 req=requirements.txt

@@ -82,7 +82,7 @@ def test_paper_preset_without_weights_fails_at_once_listing_everything(tmp_path)
     assert "generator.model_dir is not set" in proc.stderr and "lpips_weights" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "runs").exists()  # nothing ran
-    assert seconds < 15  # measured ~4 s, mostly interpreter and Hydra start-up
+    assert seconds < 60  # before any node (a node alone takes minutes at this preset); ~4 s unloaded, interpreter and Hydra start-up
 
 
 def test_misspelled_override_names_the_key_its_neighbours_and_a_close_match():

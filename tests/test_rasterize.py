@@ -333,11 +333,19 @@ def test_cpp_matches_torch_float32():
     g = torch.Generator().manual_seed(0)
     w = torch.randn(3, 72, 96, 3, generator=g)
     results = {}
-    for impl in ("cpp", "torch"):
-        p = leafs(s)
-        rgb, alpha, depth, meta = render(p, impl)
-        ((rgb * w).sum() + alpha.sum() + depth.mean()).backward()
-        results[impl] = (rgb.detach(), alpha.detach(), depth.detach(), {k: p[k].grad for k in ("means", "quats", "scales", "opacities", "colors", "backgrounds")})
+    # At a fixed thread count: the torch reference's float32 colours move by up to 2.6e-3 on ~1 %
+    # of this scene's pixels between 1 and 2 threads (the C++ kernel's do not, see
+    # test_cpp_compositor_is_deterministic_across_threads), beyond this test's tolerance.
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for impl in ("cpp", "torch"):
+            p = leafs(s)
+            rgb, alpha, depth, meta = render(p, impl)
+            ((rgb * w).sum() + alpha.sum() + depth.mean()).backward()
+            results[impl] = (rgb.detach(), alpha.detach(), depth.detach(), {k: p[k].grad for k in ("means", "quats", "scales", "opacities", "colors", "backgrounds")})
+    finally:
+        torch.set_num_threads(old_threads)
     a, b = results["cpp"], results["torch"]
     for x, y, name in zip(a[:3], b[:3], ("rgb", "alpha", "depth")):
         assert_close(x, y, 5e-4, name)
