@@ -11,20 +11,7 @@
 // Exposes window.zero1toaArkit for viewer.js.
 (function () {
   "use strict";
-  // Rodrigues and its inverse, as head/lbs.py (axis_angle_to_matrix, matrix_to_axis_angle).
-  function rodrigues(ax, ay, az, out, o) {
-    const a = Math.hypot(ax, ay, az), s = Math.max(a, 1e-8);
-    const x = ax / s, y = ay / s, z = az / s, sn = Math.sin(a), c1 = 1 - Math.cos(a);
-    out[o] = 1 + c1 * (-y * y - z * z); out[o + 1] = -sn * z + c1 * x * y; out[o + 2] = sn * y + c1 * x * z;
-    out[o + 3] = sn * z + c1 * x * y; out[o + 4] = 1 + c1 * (-x * x - z * z); out[o + 5] = -sn * x + c1 * y * z;
-    out[o + 6] = -sn * y + c1 * x * z; out[o + 7] = sn * x + c1 * y * z; out[o + 8] = 1 + c1 * (-x * x - y * y);
-  }
-  function matToAxisAngle(R) {
-    const cos = Math.min(1 - 1e-7, Math.max(-1 + 1e-7, (R[0] + R[4] + R[8] - 1) / 2)), ang = Math.acos(cos);
-    const d = Math.max(2 * Math.sin(ang), 1e-8);
-    return [(R[7] - R[5]) / d * ang, (R[2] - R[6]) / d * ang, (R[3] - R[1]) / d * ang];
-  }
-  function mul3(A, B) { const C = new Array(9); for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) C[i * 3 + j] = A[i * 3] * B[j] + A[i * 3 + 1] * B[3 + j] + A[i * 3 + 2] * B[6 + j]; return C; }
+  const { rodrigues, matToAxisAngle, mul3 } = window.zero1toaRotations; // rotations.js
 
   function csvRows(text) { // Python's csv.reader (excel dialect): quoted fields, "" escapes, \r\n / \n / \r
     const rows = []; let row = [], field = "", inQ = false, quoted = false;

@@ -25,7 +25,8 @@ def _asset(name: str) -> str:
 def build_page(package: bytes, title: str = "zero1toa avatar", info: str = "") -> str:
     """The viewer page for package bytes (a .glb of :func:`zero1toa.animate.package.build_package`)."""
     page = _asset("viewer.html")
-    script = _asset("arkit.js") + "\n" + _asset("viewer.js")  # arkit.js: the ARKit capture reader viewer.js calls
+    # rotations.js: the rotation helpers both use; arkit.js: the ARKit capture reader viewer.js calls
+    script = "\n".join(_asset(name) for name in ("rotations.js", "arkit.js", "viewer.js"))
     if "</script" in script.lower():
         raise ValueError("the viewer scripts must not contain a closing script tag")
     parts = {"__TITLE__": html.escape(title), "__INFO__": html.escape(info), "__PACKAGE__": base64.b64encode(package).decode("ascii")}
