@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "  zero1toa animate runs/sample --drive seq.csv --out seq.gif --resolution 384 --fps 30\n"
         "  zero1toa animate runs/sample --drive capture.csv --out capture.mp4   (Live Link Face / ARKit CSV)\n"
     )
-    p.add_argument("checkpoint", type=Path, help="avatar folder, round folder, or run folder (uses its newest round)")
+    p.add_argument("checkpoint", type=Path, help="avatar folder, round folder, or run folder (uses its final round: the last of its schedule)")
     p.add_argument("--drive", required=True, help="preset name, .csv/.npz expression file, ARKit (Live Link Face) .csv capture, or driving video")
     p.add_argument("--out", type=Path, required=True, help="output video: .mp4 (H.264) or .gif")
     p.add_argument("--gif", action="store_true", help="also write a GIF beside the MP4")

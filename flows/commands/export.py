@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "  zero1toa export runs/sample --format ply --out talk_ply/ --sequence talk --frames 24\n"
         "  zero1toa export runs/sample --format package     # -> runs/sample/exports/avatar.glb\n"
     )
-    p.add_argument("checkpoint", type=Path, help="avatar folder, round folder, or run folder (uses its newest round)")
+    p.add_argument("checkpoint", type=Path, help="avatar folder, round folder, or run folder (uses its final round: the last of its schedule)")
     p.add_argument("--format", default="ply", choices=("ply", "package"), help="ply: 3DGS .ply (what splat viewers read); package: the animated avatar (.glb)")
     p.add_argument(
         "--out", type=Path, default=None,

@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "  zero1toa view runs/sample --out avatar.html\n"
         "page URL options (after #): yaw=30&elev=10&zoom=1.5&expr=smile:0.8&play=talk&w=512&h=512&ui=0\n"
     )
-    p.add_argument("checkpoint", type=Path, help="avatar folder, round folder, or run folder (uses its newest round)")
+    p.add_argument("checkpoint", type=Path, help="avatar folder, round folder, or run folder (uses its final round: the last of its schedule)")
     p.add_argument("--out", type=Path, default=None, help="the .html file to write (default: <run>/exports/avatar.html, which `zero1toa report` links)")
 
 

@@ -19,8 +19,8 @@ SOURCE (``drive``) is one of:
   CSV beside the output (``<out stem>.tracked.csv``) so it can be edited and reused.
 
 CHECKPOINT is an avatar folder (``avatar.json`` + ``gaussians.safetensors`` + ``head/``), a round
-folder holding ``avatar/``, or a run folder (its newest round's avatar: the last temporal round
-with an avatar, else the last spatial one, i.e. the DAG's final round so far).
+folder holding ``avatar/``, or a run folder (the last round of its schedule, ``run_config.json``;
+while that round is not trained yet, or without a record, the newest round's avatar).
 
 **Camera.** Animations are seen from the portrait's own view (the reference camera, orbited by
 ``view_yaw_deg`` / the turntable's yaw about the head's centre line), so a neutral frame looks
